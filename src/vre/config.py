@@ -1,0 +1,53 @@
+"""Settings, read from ``VRE_*`` environment variables.
+
+The server side and the client side have separate settings classes so that a
+notebook importing the client never needs a database URL.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings."""
+
+    model_config = SettingsConfigDict(env_prefix="VRE_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".vre")
+    database_url: str | None = None
+    root_password: str | None = None
+    token_lifetime_days: int = 30
+    max_meta_key_length: int = 128
+    max_meta_value_length: int = 4096
+    max_meta_keys: int = 100
+    chunk_size: int = 4 * 1024 * 1024
+
+    def resolved_database_url(self) -> str:
+        """SQLite under VRE_HOME unless told otherwise: the laptop default needs no server."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'vre.db'}"
+
+    def ensure_home(self) -> Path:
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+class ClientSettings(BaseSettings):
+    """Client settings: environment variables override the stored login."""
+
+    model_config = SettingsConfigDict(env_prefix="VRE_", extra="ignore")
+
+    url: str | None = None
+    token: str | None = None
+    config_dir: Path = Field(default_factory=lambda: Path.home() / ".config" / "vre")

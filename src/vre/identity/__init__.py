@@ -1,0 +1,1 @@
+"""Identity: accounts, tokens and passwords."""

@@ -1,0 +1,1 @@
+"""The data lake: scopes, DIDs, metadata, RSEs, storage and replicas."""

@@ -1,0 +1,270 @@
+"""DIDs: files, datasets and containers, and what is attached to what."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Select, delete, func, insert, select, tuple_
+from sqlalchemy.orm import Session
+
+from vre.errors import Conflict, Invalid, NotFound
+from vre.identity.models import Account
+from vre.lake import meta, scopes
+from vre.lake.models import CONTAINER, DATASET, DID, DID_TYPES, FILE, Attachment
+from vre.lake.names import check_name, check_scope, parse_pattern
+
+CHUNK = 2000  # pairs per IN clause: well inside SQLite's variable limit
+
+
+def get(session: Session, scope: str, name: str) -> DID:
+    did = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))
+    if did is None:
+        raise NotFound(f"DID {scope}:{name} does not exist")
+    return did
+
+
+def readable(session: Session, actor: Account, scope: str, name: str) -> DID:
+    scopes.readable(session, actor, scope)
+    return get(session, check_scope(scope), check_name(name))
+
+
+def writable(session: Session, actor: Account, scope: str, name: str) -> DID:
+    scopes.writable(session, actor, scope)
+    return get(session, scope, check_name(name))
+
+
+def add_collection(
+    session: Session,
+    actor: Account,
+    scope: str,
+    name: str,
+    kind: str,
+    *,
+    meta_values: dict[str, Any] | None = None,
+) -> DID:
+    if kind not in (DATASET, CONTAINER):
+        raise Invalid(f"invalid collection type {kind!r}: dataset or container")
+    scopes.writable(session, actor, scope)
+    check_name(name)
+    if session.scalar(select(DID.id).where(DID.scope == scope, DID.name == name)) is not None:
+        raise Conflict(f"DID {scope}:{name} already exists")
+    did = DID(scope=scope, name=name, type=kind, account_id=actor.id, is_open=True)
+    session.add(did)
+    session.flush()
+    if meta_values:
+        meta.set_many(session, [did.id], meta_values)
+    return did
+
+
+def set_open(session: Session, actor: Account, scope: str, name: str, is_open: bool) -> DID:
+    did = writable(session, actor, scope, name)
+    if did.type == FILE:
+        raise Invalid(f"{scope}:{name} is a file: only collections can be opened or closed")
+    did.is_open = is_open
+    return did
+
+
+def find_many(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DID]:
+    """Look DIDs up by (scope, name), CHUNK pairs per query."""
+    found: dict[tuple[str, str], DID] = {}
+    for start in range(0, len(pairs), CHUNK):
+        chunk = list(pairs[start : start + CHUNK])
+        query = select(DID).where(tuple_(DID.scope, DID.name).in_(chunk))
+        for did in session.scalars(query):
+            found[(did.scope, did.name)] = did
+    return found
+
+
+def ancestors(session: Session, did_id: int) -> set[int]:
+    """Every collection that contains ``did_id``, at any depth (for cycle checks)."""
+    up = select(Attachment.parent_id.label("id")).where(Attachment.child_id == did_id)
+    up = up.cte("up", recursive=True)
+    step = select(Attachment.parent_id).join(up, Attachment.child_id == up.c.id)
+    up = up.union(step)
+    return set(session.scalars(select(up.c.id)))
+
+
+def attach(
+    session: Session,
+    actor: Account,
+    parent_scope: str,
+    parent_name: str,
+    children: Sequence[tuple[str, str]],
+) -> int:
+    """Attach children to a dataset (files) or container (collections); returns new count."""
+    parent = writable(session, actor, parent_scope, parent_name)
+    if parent.type == FILE:
+        raise Invalid(f"{parent_scope}:{parent_name} is a file: attach into a collection")
+    if not parent.is_open:
+        raise Invalid(f"{parent_scope}:{parent_name} is closed: nothing can be attached")
+    for scope, name in children:
+        check_scope(scope)
+        check_name(name)
+    for scope in {s for s, _ in children}:
+        scopes.readable(session, actor, scope)
+    found = find_many(session, children)
+    missing = [f"{s}:{n}" for s, n in children if (s, n) not in found]
+    if missing:
+        raise NotFound(f"DID {missing[0]} does not exist" + _more(len(missing)))
+    wanted = {FILE} if parent.type == DATASET else {DATASET, CONTAINER}
+    for (scope, name), did in found.items():
+        if did.type not in wanted:
+            raise Invalid(
+                f"cannot attach {did.type} {scope}:{name} to {parent.type}"
+                f" {parent_scope}:{parent_name}: a {parent.type} holds "
+                + (" and ".join(sorted(wanted)) + "s")
+            )
+    if parent.type == CONTAINER:
+        forbidden = ancestors(session, parent.id) | {parent.id}
+        for (scope, name), did in found.items():
+            if did.id in forbidden:
+                raise Invalid(
+                    f"attaching {scope}:{name} to {parent_scope}:{parent_name} would make a cycle"
+                )
+    ids = [found[c].id for c in dict.fromkeys(children)]
+    existing = set()
+    for start in range(0, len(ids), CHUNK):
+        existing |= set(
+            session.scalars(
+                select(Attachment.child_id).where(
+                    Attachment.parent_id == parent.id,
+                    Attachment.child_id.in_(ids[start : start + CHUNK]),
+                )
+            )
+        )
+    new = [{"parent_id": parent.id, "child_id": i} for i in ids if i not in existing]
+    if new:
+        session.execute(insert(Attachment), new)
+    return len(new)
+
+
+def detach(
+    session: Session,
+    actor: Account,
+    parent_scope: str,
+    parent_name: str,
+    children: Sequence[tuple[str, str]],
+) -> int:
+    parent = writable(session, actor, parent_scope, parent_name)
+    found = find_many(session, children)
+    missing = [f"{s}:{n}" for s, n in children if (s, n) not in found]
+    if missing:
+        raise NotFound(f"DID {missing[0]} does not exist" + _more(len(missing)))
+    ids = [d.id for d in found.values()]
+    attached = set(
+        session.scalars(
+            select(Attachment.child_id).where(
+                Attachment.parent_id == parent.id, Attachment.child_id.in_(ids)
+            )
+        )
+    )
+    for (scope, name), did in found.items():
+        if did.id not in attached:
+            raise NotFound(f"{scope}:{name} is not attached to {parent_scope}:{parent_name}")
+    session.execute(
+        delete(Attachment).where(Attachment.parent_id == parent.id, Attachment.child_id.in_(ids))
+    )
+    return len(ids)
+
+
+def contents(session: Session, parent: DID) -> list[DID]:
+    query = (
+        select(DID)
+        .join(Attachment, Attachment.child_id == DID.id)
+        .where(Attachment.parent_id == parent.id)
+        .order_by(DID.scope, DID.name)
+    )
+    return list(session.scalars(query))
+
+
+def descendant_ids(roots: Iterable[int] | Select[Any]) -> Select[Any]:
+    """A query of every DID id under ``roots`` (and the roots), by recursive CTE."""
+    seed_ids = roots if isinstance(roots, Select) else list(roots)
+    seed = select(DID.id.label("id")).where(DID.id.in_(seed_ids)).cte("down", recursive=True)
+    step = select(Attachment.child_id).join(seed, Attachment.parent_id == seed.c.id)
+    down = seed.union(step)
+    return select(down.c.id)
+
+
+def files_of(session: Session, dids: Sequence[DID]) -> list[DID]:
+    """Every file under the given DIDs (a file stands for itself), sorted, no repeats."""
+    if not dids:
+        return []
+    query = (
+        select(DID)
+        .where(DID.id.in_(descendant_ids(d.id for d in dids)), DID.type == FILE)
+        .order_by(DID.scope, DID.name)
+    )
+    return list(session.scalars(query))
+
+
+def _like(pattern: str) -> str:
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def list_dids(
+    session: Session,
+    actor: Account,
+    pattern: str,
+    *,
+    kind: str | None = None,
+    filters: str | None = None,
+    recursive: bool = False,
+    limit: int | None = None,
+) -> list[DID]:
+    """DIDs matching ``scope:pattern`` and metadata filters.
+
+    With ``recursive``, the contents of matching collections are listed too.
+    """
+    scope, name_pattern = parse_pattern(pattern)
+    scopes.readable(session, actor, scope)
+    if kind is not None and kind not in (*DID_TYPES, "collection", "all"):
+        raise Invalid(f"invalid DID type {kind!r}: file, dataset, container, collection or all")
+    conditions = [DID.scope == scope, *meta.where(meta.parse_filters(filters))]
+    if name_pattern != "*":
+        if "*" in name_pattern or "?" in name_pattern:
+            conditions.append(DID.name.like(_like(name_pattern), escape="\\"))
+        else:
+            conditions.append(DID.name == name_pattern)
+    matched = select(DID.id).where(*conditions)
+    ids: Any = descendant_ids(matched) if recursive else matched
+    query = select(DID).where(DID.id.in_(ids))
+    if kind == "collection":
+        query = query.where(DID.type.in_((DATASET, CONTAINER)))
+    elif kind in DID_TYPES:
+        query = query.where(DID.type == kind)
+    query = query.order_by(DID.scope, DID.name)
+    if limit:
+        query = query.limit(limit)
+    result = list(session.scalars(query))
+    if recursive:  # contents may live in other scopes: show only what the actor may read
+        readable_scopes = {s.name for s, _ in scopes.list_visible(session, actor)}
+        result = [d for d in result if d.scope in readable_scopes]
+    return result
+
+
+def _more(count: int) -> str:
+    return f" (and {count - 1} more)" if count > 1 else ""
+
+
+def child_counts(session: Session, ids: Sequence[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    return dict(
+        session.execute(
+            select(Attachment.parent_id, func.count())
+            .where(Attachment.parent_id.in_(ids))
+            .group_by(Attachment.parent_id)
+        ).all()
+    )
+
+
+def delete_collection(session: Session, actor: Account, scope: str, name: str) -> None:
+    """Remove a collection; what it held stays (file deletion needs the reaper, issue 3)."""
+    did = writable(session, actor, scope, name)
+    if did.type == FILE:
+        raise Invalid("deleting files goes through their replicas (a later issue)")
+    session.execute(delete(Attachment).where(Attachment.parent_id == did.id))
+    session.delete(did)

@@ -1,0 +1,124 @@
+"""Tables owned by the lake service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vre.db import Base, UTCDateTime, utcnow
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+FILE, DATASET, CONTAINER = "file", "dataset", "container"
+DID_TYPES = (FILE, DATASET, CONTAINER)
+
+
+class Scope(Base):
+    __tablename__ = "scopes"
+
+    name: Mapped[str] = mapped_column(String(30), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    is_public: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DID(Base):
+    __tablename__ = "dids"
+    __table_args__ = (UniqueConstraint("scope", "name", name="uq_dids_scope_name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    scope: Mapped[str] = mapped_column(ForeignKey("scopes.name"))
+    name: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(16))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    adler32: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DIDMeta(Base):
+    """One key/value per row; ``number`` mirrors numeric values for range filters."""
+
+    __tablename__ = "did_meta"
+    __table_args__ = (
+        Index("ix_did_meta_key_value", "key", "value"),
+        Index("ix_did_meta_key_number", "key", "number"),
+    )
+
+    did_id: Mapped[int] = mapped_column(ForeignKey("dids.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    number: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Attachment(Base):
+    """Parent collection contains child DID."""
+
+    __tablename__ = "attachments"
+
+    parent_id: Mapped[int] = mapped_column(
+        ForeignKey("dids.id", ondelete="CASCADE"), primary_key=True
+    )
+    child_id: Mapped[int] = mapped_column(
+        ForeignKey("dids.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RSE(Base):
+    __tablename__ = "rses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RSEAttribute(Base):
+    __tablename__ = "rse_attributes"
+
+    rse_id: Mapped[int] = mapped_column(ForeignKey("rses.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+
+
+AVAILABLE, COPYING, UNAVAILABLE, BAD = "available", "copying", "unavailable", "bad"
+REPLICA_STATES = (AVAILABLE, COPYING, UNAVAILABLE, BAD)
+
+
+class Replica(Base):
+    __tablename__ = "replicas"
+
+    did_id: Mapped[int] = mapped_column(ForeignKey("dids.id", ondelete="CASCADE"), primary_key=True)
+    rse_id: Mapped[int] = mapped_column(ForeignKey("rses.id"), primary_key=True, index=True)
+    state: Mapped[str] = mapped_column(String(16), default=AVAILABLE)
+    path: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PendingUpload(Base):
+    """Bytes being written but not yet catalogued: found and removed if the writer dies."""
+
+    __tablename__ = "pending_uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rse_id: Mapped[int] = mapped_column(ForeignKey("rses.id"))
+    path: Mapped[str] = mapped_column(String(1024))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

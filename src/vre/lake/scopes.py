@@ -1,0 +1,85 @@
+"""Scopes: namespaces owned by an account, private unless made public."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vre.errors import Conflict, Forbidden, NotFound
+from vre.identity import accounts
+from vre.identity.models import Account
+from vre.lake.models import Scope
+from vre.lake.names import check_scope
+
+
+def add(
+    session: Session, actor: Account, name: str, *, owner: str | None = None, public: bool = False
+) -> Scope:
+    """A user may create scopes for themself; only an admin creates them for others."""
+    check_scope(name)
+    owner_account = accounts.get(session, owner) if owner else actor
+    if owner_account.id != actor.id and not actor.is_admin:
+        raise Forbidden("only an admin can create a scope for another account")
+    if session.get(Scope, name) is not None:
+        raise Conflict(f"scope {name!r} already exists")
+    scope = Scope(name=name, owner_id=owner_account.id, is_public=public)
+    session.add(scope)
+    session.flush()
+    return scope
+
+
+def get(session: Session, name: str) -> Scope:
+    check_scope(name)
+    scope = session.get(Scope, name)
+    if scope is None:
+        raise NotFound(f"scope {name!r} does not exist")
+    return scope
+
+
+def can_read(scope: Scope, actor: Account) -> bool:
+    return scope.is_public or scope.owner_id == actor.id or actor.is_admin
+
+
+def can_write(scope: Scope, actor: Account) -> bool:
+    return scope.owner_id == actor.id or actor.is_admin
+
+
+def readable(session: Session, actor: Account, name: str) -> Scope:
+    scope = get(session, name)
+    if not can_read(scope, actor):
+        raise Forbidden(f"scope {name!r} is private: account {actor.name!r} cannot read it")
+    return scope
+
+
+def writable(session: Session, actor: Account, name: str) -> Scope:
+    scope = get(session, name)
+    if not can_write(scope, actor):
+        raise Forbidden(f"account {actor.name!r} cannot write into scope {name!r}")
+    return scope
+
+
+def require_writable(session: Session, actor: Account, names: Iterable[str]) -> None:
+    """Check many scopes with one query (bulk registration)."""
+    wanted = {check_scope(n) for n in names}
+    found = {s.name: s for s in session.scalars(select(Scope).where(Scope.name.in_(wanted)))}
+    for name in sorted(wanted):
+        if name not in found:
+            raise NotFound(f"scope {name!r} does not exist")
+        if not can_write(found[name], actor):
+            raise Forbidden(f"account {actor.name!r} cannot write into scope {name!r}")
+
+
+def list_visible(session: Session, actor: Account) -> list[tuple[Scope, str]]:
+    """Scopes the actor can read, with their owner's name."""
+    query = select(Scope, Account.name).join(Account, Account.id == Scope.owner_id)
+    if not actor.is_admin:
+        query = query.where((Scope.is_public.is_(True)) | (Scope.owner_id == actor.id))
+    return [(s, owner) for s, owner in session.execute(query.order_by(Scope.name))]
+
+
+def set_public(session: Session, actor: Account, name: str, public: bool) -> Scope:
+    scope = writable(session, actor, name)
+    scope.is_public = public
+    return scope

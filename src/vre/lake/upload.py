@@ -1,0 +1,213 @@
+"""Uploads: bytes first, catalogue second, and nothing half-written either way.
+
+1. a ``PendingUpload`` row is committed, so bytes on storage are never unknown;
+2. the bytes stream to a temporary name on the RSE, checksummed on the way;
+3. one transaction decides (new DID, same content already there, or conflict),
+   moves the bytes into place and registers DID, replica, dataset and metadata.
+If the writer dies anywhere, ``sweep_pending`` finds the row and removes the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from vre.db import transaction, utcnow
+from vre.errors import Conflict, Invalid
+from vre.identity.models import Account
+from vre.lake import catalogue, meta, rses, scopes, storage
+from vre.lake.checksums import check_adler32, check_md5
+from vre.lake.models import AVAILABLE, DATASET, DID, FILE, PendingUpload, Replica, Scope
+from vre.lake.names import check_name, deterministic_path
+from vre.lake.replicas import same_content
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UploadResult:
+    scope: str
+    name: str
+    rse: str
+    bytes: int
+    adler32: str
+    md5: str
+    url: str
+    created: bool
+
+
+def _dataset(session: Session, actor: Account, scope: str, name: str) -> DID:
+    """The target dataset, created (open) when it does not exist yet, like rucio upload."""
+    found = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))
+    if found is None:
+        return catalogue.add_collection(session, actor, scope, name, DATASET)
+    scopes.writable(session, actor, scope)
+    if found.type != DATASET:
+        raise Invalid(f"{scope}:{name} is a {found.type}, not a dataset")
+    if not found.is_open:
+        raise Invalid(f"dataset {scope}:{name} is closed: nothing can be added")
+    return found
+
+
+def upload(
+    factory: sessionmaker[Session],
+    actor: Account,
+    scope: str,
+    name: str,
+    rse_name: str,
+    chunks: Iterable[bytes],
+    *,
+    dataset: tuple[str, str] | None = None,
+    meta_values: dict[str, Any] | None = None,
+    adler32: str | None = None,
+    md5: str | None = None,
+) -> UploadResult:
+    check_name(name)
+    adler32, md5 = check_adler32(adler32), check_md5(md5)
+    meta.check(meta_values or {})
+    with transaction(factory) as session:
+        scopes.writable(session, actor, scope)
+        if dataset is not None:
+            scopes.writable(session, actor, dataset[0])
+            check_name(dataset[1])
+        rse = rses.get(session, rse_name)
+        path = deterministic_path(scope, name)
+        url = storage.join(rse.prefix, path)
+        pending = PendingUpload(rse_id=rse.id, path=path, account_id=actor.id)
+        session.add(pending)
+        session.flush()
+        tag = str(pending.id)
+        pending_id = pending.id
+    stored = None
+    try:
+        stored = storage.write_part(url, chunks, tag=tag)
+        for kind, want, got in (("adler32", adler32, stored.adler32), ("md5", md5, stored.md5)):
+            if want and want != got:
+                raise Invalid(
+                    f"checksum mismatch for {scope}:{name}: expected {kind} {want}, got {got}"
+                    " (nothing was stored)"
+                )
+        with transaction(factory) as session:
+            result = _register(
+                session,
+                actor,
+                pending_id,
+                scope,
+                name,
+                rse.id,
+                rse_name,
+                url,
+                stored,
+                dataset,
+                meta_values,
+                tag,
+            )
+        return result
+    except BaseException:
+        storage.discard_part(url, tag)
+        with transaction(factory) as session:
+            session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+        raise
+
+
+def _register(
+    session: Session,
+    actor: Account,
+    pending_id: int,
+    scope: str,
+    name: str,
+    rse_id: int,
+    rse_name: str,
+    url: str,
+    stored: storage.Stored,
+    dataset: tuple[str, str] | None,
+    meta_values: dict[str, Any] | None,
+    tag: str,
+) -> UploadResult:
+    # The first statement writes, so SQLite takes its write lock before we read;
+    # PostgreSQL serialises concurrent uploads into one scope on the scope row.
+    session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+    session.execute(select(Scope).where(Scope.name == scope).with_for_update())
+    did = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))
+    created = did is None
+    if did is not None:
+        if did.type != FILE or not same_content(did, stored.bytes, stored.adler32, stored.md5):
+            raise Conflict(
+                f"{scope}:{name} already exists with other content"
+                f" ({did.bytes} bytes, adler32 {did.adler32}); choose another name"
+            )
+        replica = session.get(Replica, (did.id, rse_id))
+        if replica is not None and replica.state == AVAILABLE:
+            storage.discard_part(url, tag)
+            return UploadResult(
+                scope, name, rse_name, stored.bytes, stored.adler32, stored.md5, url, created=False
+            )
+    else:
+        did = DID(
+            scope=scope,
+            name=name,
+            type=FILE,
+            account_id=actor.id,
+            bytes=stored.bytes,
+            adler32=stored.adler32,
+            md5=stored.md5,
+            is_open=False,
+        )
+        session.add(did)
+        session.flush()
+    if meta_values:
+        meta.set_many(session, [did.id], meta_values)
+    if dataset is not None:
+        _dataset(session, actor, *dataset)
+        session.flush()
+        catalogue.attach(session, actor, dataset[0], dataset[1], [(scope, name)])
+    replica = session.get(Replica, (did.id, rse_id))
+    if replica is None:
+        session.add(
+            Replica(
+                did_id=did.id, rse_id=rse_id, state=AVAILABLE, path=deterministic_path(scope, name)
+            )
+        )
+    else:
+        replica.state, replica.updated_at = AVAILABLE, utcnow()
+    session.flush()
+    storage.commit_part(url, tag)
+    try:
+        session.commit()
+    except BaseException:
+        storage.delete(url)
+        raise
+    return UploadResult(
+        scope, name, rse_name, stored.bytes, stored.adler32, stored.md5, url, created=created
+    )
+
+
+def sweep_pending(factory: sessionmaker[Session], older_than: timedelta) -> int:
+    """Remove the bytes of uploads whose writer died; returns how many were swept."""
+    cutoff = utcnow() - older_than
+    swept = 0
+    with transaction(factory) as session:
+        stale = list(
+            session.scalars(select(PendingUpload).where(PendingUpload.created_at < cutoff))
+        )
+        for row in stale:
+            rse = session.get(rses.RSE, row.rse_id)
+            if rse is None:
+                continue
+            url = storage.join(rse.prefix, row.path)
+            storage.discard_part(url, str(row.id))
+            registered = session.scalar(
+                select(Replica.did_id).where(Replica.rse_id == rse.id, Replica.path == row.path)
+            )
+            if registered is None:
+                storage.delete(url)
+            session.delete(row)
+            swept += 1
+            log.info("swept interrupted upload %s on %s", row.path, rse.name)
+    return swept
