@@ -107,4 +107,4 @@ def resolve(session: Session, expression: str) -> list[str]:
     try:
         return sorted(expressions.evaluate(expression, all_with_attributes(session)))
     except expressions.ExpressionError as exc:
-        raise Invalid(str(exc)) from exc
+        raise Invalid(str(exc).splitlines()[0]) from exc  # one line: the position is in it

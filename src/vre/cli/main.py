@@ -1,0 +1,46 @@
+"""The ``vre`` command: one entry point, sub-commands by domain."""
+
+from __future__ import annotations
+
+import typer
+
+from vre import __version__
+from vre.cli import catalogue, data, identity, processes, rse
+
+app = typer.Typer(
+    name="vre",
+    help="Virtual Research Environment: data lake, workflows and preservation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command()(processes.up)
+app.command()(processes.serve)
+app.command()(processes.worker)
+app.command()(identity.login)
+app.command()(identity.whoami)
+app.add_typer(identity.account_app, name="account")
+app.add_typer(identity.token_app, name="token")
+app.add_typer(catalogue.scope_app, name="scope")
+app.add_typer(catalogue.dataset_app, name="dataset")
+app.add_typer(catalogue.container_app, name="container")
+app.command()(catalogue.attach)
+app.command()(catalogue.detach)
+app.command()(catalogue.ls)
+app.command("show")(catalogue.show_did)
+app.add_typer(catalogue.meta_app, name="meta")
+app.add_typer(rse.rse_app, name="rse")
+app.command()(data.upload)
+app.command()(data.download)
+app.command()(data.replicas)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+"""``vre serve``, ``vre worker`` and ``vre up``: the two process types, or both at once."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+import typer
+import uvicorn
+
+from vre.cli.output import console
+from vre.config import get_settings
+from vre.worker import Worker
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+) -> None:
+    """Run the API server (migrates the database first)."""
+    from vre.api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def worker(
+    interval: float = typer.Option(5.0, help="Seconds between rounds of background work."),
+) -> None:
+    """Run the background daemons until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    daemon = Worker(get_settings(), interval=interval)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: daemon.stop())
+    daemon.run()
+
+
+def up(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    demo: bool = typer.Option(False, "--demo", help="Load demo data (scope, RSE, dataset)."),
+) -> None:
+    """Server and workers in one process, for a laptop; Ctrl-C stops everything."""
+    from vre.api.app import create_app, prepare
+
+    settings = get_settings()
+    _, sessions, generated = prepare(settings)
+    if generated:
+        console.print(f"Created account [bold]root[/bold] with password: {generated}")
+        console.print(f"(also written to {settings.home / 'root-password'})", style="dim")
+    if demo:
+        from vre.demo import load_demo
+
+        summary = load_demo(sessions, settings)  # type: ignore[arg-type]
+        console.print(f"Demo data: {summary}")
+    daemon = Worker(settings)
+    thread = threading.Thread(target=daemon.run, name="vre-worker", daemon=True)
+    thread.start()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+    )
+    url = f"http://{host}:{port}"
+    console.print(f"VRE running at [bold]{url}[/bold]  (API docs: {url}/api/v1/docs)")
+    console.print(f"Log in with:  vre login {url} --account root", style="dim")
+    try:
+        server.run()
+    finally:
+        daemon.stop()
+        thread.join(timeout=10)
+        time.sleep(0)
+        console.print("VRE stopped.")

@@ -1,0 +1,300 @@
+"""The Python client of the VRE API, used by the CLI and by notebooks.
+
+Everything goes through HTTP except reading replica bytes, which a client that can
+reach the storage element (same host, or XRootD) does directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from vre.config import ClientSettings
+from vre.lake import storage
+from vre.lake.checksums import Checksummer
+
+CHUNK = 4 * 1024 * 1024
+Progress = Callable[[int], None]
+
+
+class APIError(Exception):
+    """An error answer from the server: ``code`` and ``message`` from its JSON body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class NotLoggedIn(Exception):
+    pass
+
+
+def config_file(settings: ClientSettings | None = None) -> Path:
+    return (settings or ClientSettings()).config_dir / "config.json"
+
+
+def save_login(url: str, token: str, account: str) -> Path:
+    path = config_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url, "token": token, "account": account}, handle)
+    return path
+
+
+def stored_login() -> dict[str, str]:
+    path = config_file()
+    if not path.exists():
+        return {}
+    return dict(json.loads(path.read_text()))
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="/")
+
+
+@dataclass
+class Downloaded:
+    did: str
+    path: Path
+    bytes: int
+    rse: str
+    direct: bool
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None) -> None:
+        settings = ClientSettings()
+        login = stored_login()
+        self.url = (url or settings.url or login.get("url") or "").rstrip("/")
+        self.token = token or settings.token or login.get("token")
+        if not self.url:
+            raise NotLoggedIn("no VRE server known: run 'vre login URL' or set VRE_URL")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=300)
+
+    # --- plumbing -------------------------------------------------------------
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                code, message = body.get("error", "error"), body.get("message", response.text)
+            except (ValueError, AttributeError):
+                code, message = "error", response.text or response.reason_phrase
+            raise APIError(response.status_code, code, message)
+        return response
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._check(self.http.request(method, path, **kwargs))
+        return response.json() if response.content else None
+
+    # --- identity -----------------------------------------------------------------
+    def login(self, account: str, password: str, lifetime_days: float = 30) -> dict[str, Any]:
+        body = {"account": account, "password": password, "lifetime_days": lifetime_days}
+        data = self.call("POST", "/auth/login", json=body)
+        self.token = data["token"]
+        self.http.headers["Authorization"] = f"Bearer {self.token}"
+        return data
+
+    def whoami(self) -> dict[str, Any]:
+        return self.call("GET", "/whoami")
+
+    def add_account(self, name: str, **fields: Any) -> dict[str, Any]:
+        return self.call("POST", "/accounts", json={"name": name, **fields})
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/accounts")
+
+    def create_token(self, lifetime_days: float = 30, label: str = "") -> dict[str, Any]:
+        return self.call("POST", "/tokens", json={"lifetime_days": lifetime_days, "label": label})
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/tokens")
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self.call("DELETE", f"/tokens/{token_id}")
+
+    # --- catalogue ----------------------------------------------------------------
+    def add_scope(self, name: str, account: str | None = None, public: bool = False) -> Any:
+        return self.call(
+            "POST", "/scopes", json={"name": name, "account": account, "public": public}
+        )
+
+    def scopes(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/scopes")
+
+    def add_collection(
+        self, scope: str, name: str, kind: str, meta: dict[str, Any] | None = None
+    ) -> Any:
+        body = {"scope": scope, "name": name, "type": kind, "meta": meta or {}}
+        return self.call("POST", "/dids", json=body)
+
+    def set_open(self, scope: str, name: str, is_open: bool) -> Any:
+        return self.call("PUT", f"/status/{scope}/{_q(name)}", json={"open": is_open})
+
+    def attach(self, scope: str, name: str, dids: list[str]) -> Any:
+        return self.call("POST", f"/attachments/{scope}/{_q(name)}", json={"dids": dids})
+
+    def detach(self, scope: str, name: str, dids: list[str]) -> Any:
+        return self.call("POST", f"/detachments/{scope}/{_q(name)}", json={"dids": dids})
+
+    def list_dids(self, scope: str, pattern: str = "*", **params: Any) -> list[dict[str, Any]]:
+        query = {k: v for k, v in params.items() if v not in (None, False)}
+        return self.call("GET", f"/dids/{scope}", params={"pattern": pattern, **query})
+
+    def show(self, scope: str, name: str) -> dict[str, Any]:
+        return self.call("GET", f"/dids/{scope}/{_q(name)}")
+
+    def get_meta(self, scope: str, name: str) -> dict[str, Any]:
+        return self.call("GET", f"/meta/{scope}/{_q(name)}")
+
+    def set_meta(self, scope: str, name: str, meta: dict[str, Any]) -> dict[str, Any]:
+        return self.call("POST", f"/meta/{scope}/{_q(name)}", json={"meta": meta})
+
+    def unset_meta(self, scope: str, name: str, key: str) -> dict[str, Any]:
+        return self.call("DELETE", f"/meta/{scope}/{_q(name)}", params={"key": key})
+
+    # --- storage elements ---------------------------------------------------------------
+    def add_rse(self, name: str, prefix: str, attributes: dict[str, str] | None = None) -> Any:
+        body = {"name": name, "prefix": prefix, "attributes": attributes or {}}
+        return self.call("POST", "/rses", json=body)
+
+    def rses(self, expression: str | None = None) -> list[dict[str, Any]]:
+        params = {"expression": expression} if expression else {}
+        return self.call("GET", "/rses", params=params)
+
+    def rse(self, name: str) -> dict[str, Any]:
+        return self.call("GET", f"/rses/{name}")
+
+    # --- replicas -------------------------------------------------------------------
+    def register(self, rse: str, files: list[dict[str, Any]], dataset: str | None = None) -> Any:
+        return self.call(
+            "POST", "/replicas/bulk", json={"rse": rse, "files": files, "dataset": dataset}
+        )
+
+    def replicas(self, dids: list[str], available_only: bool = False) -> list[dict[str, Any]]:
+        body = {"dids": dids, "available_only": available_only}
+        return self.call("POST", "/replicas/list", json=body)
+
+    # --- bytes ----------------------------------------------------------------------
+    def upload(
+        self,
+        path: Path,
+        scope: str,
+        rse: str,
+        *,
+        name: str | None = None,
+        dataset: str | None = None,
+        meta: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Stream one file; its adler32 is computed on the way and compared with the server's."""
+        name = name or path.name
+        adler = [1]
+
+        def chunks() -> Iterator[bytes]:
+            with open(path, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    adler[0] = zlib.adler32(chunk, adler[0])
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        headers = {"Content-Length": str(path.stat().st_size)}
+        if meta:
+            headers["X-VRE-Meta"] = json.dumps(meta)
+        params = {"rse": rse, **({"dataset": dataset} if dataset else {})}
+        response = self.http.put(
+            f"/files/{scope}/{_q(name)}", params=params, content=chunks(), headers=headers
+        )
+        result = self._check(response).json()
+        mine = f"{adler[0] & 0xFFFFFFFF:08x}"
+        if result["adler32"] != mine:
+            raise APIError(
+                500,
+                "checksum_mismatch",
+                f"{scope}:{name}: server stored adler32 {result['adler32']}, file has {mine}",
+            )
+        return dict(result)
+
+    def download(
+        self,
+        dids: list[str],
+        directory: Path,
+        *,
+        through_api: bool = False,
+        progress: Progress | None = None,
+        on_file: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[Downloaded]:
+        """Fetch every file under ``dids`` to ``directory/SCOPE/NAME``, checksum-verified."""
+        done = []
+        for item in self.replicas(dids, available_only=True):
+            if on_file:
+                on_file(item)
+            done.append(self._fetch(item, directory, through_api, progress))
+        return done
+
+    def _fetch(
+        self, item: dict[str, Any], directory: Path, through_api: bool, progress: Progress | None
+    ) -> Downloaded:
+        did = f"{item['scope']}:{item['name']}"
+        if not item["replicas"]:
+            raise APIError(404, "not_found", f"{did} has no available replica")
+        target = directory / item["scope"] / item["name"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        errors = []
+        for replica in item["replicas"]:
+            direct = not through_api and _reachable(replica["url"])
+            source = storage.read(replica["url"]) if direct else self._stream(item, replica["rse"])
+            try:
+                size = _save(source, target, item["adler32"], progress)
+                return Downloaded(did, target, size, replica["rse"], direct)
+            except (APIError, ValueError, OSError, storage.StorageError) as exc:
+                errors.append(f"{replica['rse']}: {exc}")
+        raise APIError(502, "download_failed", f"{did}: every replica failed ({'; '.join(errors)})")
+
+    def _stream(self, item: dict[str, Any], rse: str) -> Iterator[bytes]:
+        path = f"/files/{item['scope']}/{_q(item['name'])}"
+        with self.http.stream("GET", path, params={"rse": rse}) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            yield from response.iter_bytes(CHUNK)
+
+
+def _reachable(url: str) -> bool:
+    """Whether this client can read the replica without the server's help."""
+    local = storage.local_path(url)
+    if local is not None:
+        return os.access(local, os.R_OK)
+    return url.startswith("root://")
+
+
+def _save(
+    chunks: Iterator[bytes], target: Path, adler32: str | None, progress: Progress | None
+) -> int:
+    """Write to a temporary name, verify, then rename: a bad download leaves nothing."""
+    part = target.with_name(target.name + ".vre-part")
+    summer = Checksummer()
+    try:
+        with open(part, "wb") as handle:
+            for chunk in chunks:
+                summer.update(chunk)
+                handle.write(chunk)
+                if progress:
+                    progress(len(chunk))
+        if adler32 and summer.adler32 != adler32:
+            raise ValueError(f"checksum mismatch: expected adler32 {adler32}, got {summer.adler32}")
+        part.replace(target)
+        return summer.bytes
+    finally:
+        summer.close()
+        part.unlink(missing_ok=True)
