@@ -1,0 +1,53 @@
+# Two commands on a fresh machine:  make up   (install + start with demo data)
+#                                   make test (install everything the tests need + run them)
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PORT ?= 8080
+# Debian packages the tests start as real servers (XRootD) or use as clients.
+DEBS := xrootd-server xrootd-client
+PG_CLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
+
+.PHONY: up install test lint system-deps postgres bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(VENV)/bin/vre up --demo --port $(PORT)
+
+system-deps:
+	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+postgres:
+	@pg_isready -h 127.0.0.1 -p 5432 -q || \
+	  { echo "starting PostgreSQL $(PG_CLUSTER)"; pg_ctlcluster --skip-systemctl-redirect $(PG_CLUSTER) main start; \
+	    for i in $$(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done; }
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: install system-deps postgres lint
+	$(VENV)/bin/pytest -q
+
+bench: install system-deps postgres
+	$(VENV)/bin/python bench/catalogue.py
+	$(VENV)/bin/python bench/upload.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache
