@@ -17,8 +17,7 @@ from urllib.parse import quote
 
 import httpx
 
-from vre.config import ClientSettings
-from vre.lake import storage
+from vre.errors import StorageError
 from vre.lake.checksums import Checksummer
 
 CHUNK = 4 * 1024 * 1024
@@ -37,8 +36,10 @@ class NotLoggedIn(Exception):
     pass
 
 
-def config_file(settings: ClientSettings | None = None) -> Path:
-    return (settings or ClientSettings()).config_dir / "config.json"
+def config_file() -> Path:
+    """Plain environment reads: the client must not pay for the server's settings."""
+    base = os.environ.get("VRE_CONFIG_DIR") or Path.home() / ".config" / "vre"
+    return Path(base) / "config.json"
 
 
 def save_login(url: str, token: str, account: str) -> Path:
@@ -72,10 +73,11 @@ class Downloaded:
 
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None) -> None:
-        settings = ClientSettings()
         login = stored_login()
-        self.url = (url or settings.url or login.get("url") or "").rstrip("/")
-        self.token = token or settings.token or login.get("token")
+        self.url = (url or os.environ.get("VRE_URL") or login.get("url") or "").rstrip("/")
+        self.token = (
+            token if token is not None else os.environ.get("VRE_TOKEN") or login.get("token")
+        )
         if not self.url:
             raise NotLoggedIn("no VRE server known: run 'vre login URL' or set VRE_URL")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -248,6 +250,8 @@ class Client:
         did = f"{item['scope']}:{item['name']}"
         if not item["replicas"]:
             raise APIError(404, "not_found", f"{did} has no available replica")
+        from vre.lake import storage
+
         target = directory / item["scope"] / item["name"]
         target.parent.mkdir(parents=True, exist_ok=True)
         errors = []
@@ -257,7 +261,7 @@ class Client:
             try:
                 size = _save(source, target, item["adler32"], progress)
                 return Downloaded(did, target, size, replica["rse"], direct)
-            except (APIError, ValueError, OSError, storage.StorageError) as exc:
+            except (APIError, ValueError, OSError, StorageError) as exc:
                 errors.append(f"{replica['rse']}: {exc}")
         raise APIError(502, "download_failed", f"{did}: every replica failed ({'; '.join(errors)})")
 
@@ -272,6 +276,8 @@ class Client:
 
 def _reachable(url: str) -> bool:
     """Whether this client can read the replica without the server's help."""
+    from vre.lake import storage
+
     local = storage.local_path(url)
     if local is not None:
         return os.access(local, os.R_OK)

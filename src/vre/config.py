@@ -1,7 +1,7 @@
 """Settings, read from ``VRE_*`` environment variables.
 
-The server side and the client side have separate settings classes so that a
-notebook importing the client never needs a database URL.
+These are the server's settings; the client reads ``VRE_URL`` and ``VRE_TOKEN``
+itself (see ``vre.client``) so a notebook never loads the server's configuration.
 """
 
 from __future__ import annotations
@@ -42,12 +42,3 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     return Settings()
 
-
-class ClientSettings(BaseSettings):
-    """Client settings: environment variables override the stored login."""
-
-    model_config = SettingsConfigDict(env_prefix="VRE_", extra="ignore")
-
-    url: str | None = None
-    token: str | None = None
-    config_dir: Path = Field(default_factory=lambda: Path.home() / ".config" / "vre")

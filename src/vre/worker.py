@@ -40,12 +40,13 @@ class Worker:
         migrate(engine)
         sessions = make_sessionmaker(engine)
         log.info("worker started")
-        while not self._stop.is_set():
+        while True:
             try:
                 self.run_once(sessions)
             except Exception:  # a bad round must not kill the daemon
                 log.exception("worker round failed")
-            self._stop.wait(self.interval)
+            if self._stop.wait(self.interval):
+                break
         engine.dispose()
         log.info("worker stopped")
 

@@ -11,8 +11,8 @@ import httpx
 from vre.cli.output import fail
 from vre.client import APIError, Client, NotLoggedIn
 from vre.errors import VREError
-from vre.lake.meta import parse_value
 from vre.lake.names import parse_did
+from vre.lake.values import parse_value
 
 
 @contextmanager

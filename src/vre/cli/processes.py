@@ -6,13 +6,11 @@ import logging
 import signal
 import threading
 import time
+from datetime import timedelta
 
 import typer
-import uvicorn
 
 from vre.cli.output import console
-from vre.config import get_settings
-from vre.worker import Worker
 
 
 def serve(
@@ -20,6 +18,8 @@ def serve(
     port: int = typer.Option(8080, help="Port to listen on."),
 ) -> None:
     """Run the API server (migrates the database first)."""
+    import uvicorn
+
     from vre.api.app import create_app
 
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
@@ -27,10 +27,19 @@ def serve(
 
 def worker(
     interval: float = typer.Option(5.0, help="Seconds between rounds of background work."),
+    upload_grace: float = typer.Option(
+        3600, help="Seconds before an unfinished upload counts as dead and its bytes go."
+    ),
+    once: bool = typer.Option(False, "--once", help="Do one round and exit (for cron/scripts)."),
 ) -> None:
     """Run the background daemons until interrupted."""
+    from vre.config import get_settings
+    from vre.worker import Worker
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    daemon = Worker(get_settings(), interval=interval)
+    daemon = Worker(get_settings(), interval=interval, upload_grace=timedelta(seconds=upload_grace))
+    if once:
+        daemon.stop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.stop())
     daemon.run()
@@ -42,7 +51,11 @@ def up(
     demo: bool = typer.Option(False, "--demo", help="Load demo data (scope, RSE, dataset)."),
 ) -> None:
     """Server and workers in one process, for a laptop; Ctrl-C stops everything."""
+    import uvicorn
+
     from vre.api.app import create_app, prepare
+    from vre.config import get_settings
+    from vre.worker import Worker
 
     settings = get_settings()
     _, sessions, generated = prepare(settings)

@@ -17,10 +17,10 @@ from sqlalchemy.orm import Session
 from vre.config import get_settings
 from vre.errors import Invalid, NotFound
 from vre.lake.models import DID, DIDMeta
+from vre.lake.values import Value, parse_value
 
 KEY = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
 FILTER = re.compile(r"^\s*([A-Za-z0-9_\-.]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
-Value = str | int | float | bool
 
 
 def _number(value: Any) -> float | None:
@@ -49,16 +49,6 @@ def check(meta: dict[str, Any]) -> dict[str, Value]:
                 f" (at most {settings.max_meta_value_length} characters)"
             )
     return meta
-
-
-def parse_value(text: str) -> Value:
-    """Command-line values: numbers become numbers, everything else stays text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def rows(did_id: int, meta: dict[str, Value]) -> list[dict[str, Any]]:
