@@ -13,14 +13,35 @@ from tests.fixtures.xrootd import XRootD
 
 
 @pytest.fixture(scope="module")
-def lake(vre_server: VREServer, xrootd_server: XRootD, tmp_path_factory: pytest.TempPathFactory
-         ) -> VREServer:
+def lake(
+    vre_server: VREServer, xrootd_server: XRootD, tmp_path_factory: pytest.TempPathFactory
+) -> VREServer:
     """Two RSEs (POSIX and XRootD), alice with a private scope, bob with nothing."""
     disk = tmp_path_factory.mktemp("disk")
-    vre_server.cli("rse", "add", "CERN-DISK", disk.as_uri(), "--attr", "site=CERN",
-                   "--attr", "type=disk", "--attr", "tier=0")
-    vre_server.cli("rse", "add", "XRD-DISK", f"{xrootd_server.url}/flow", "--attr", "site=DESY",
-                   "--attr", "type=disk", "--attr", "tier=1")
+    vre_server.cli(
+        "rse",
+        "add",
+        "CERN-DISK",
+        disk.as_uri(),
+        "--attr",
+        "site=CERN",
+        "--attr",
+        "type=disk",
+        "--attr",
+        "tier=0",
+    )
+    vre_server.cli(
+        "rse",
+        "add",
+        "XRD-DISK",
+        f"{xrootd_server.url}/flow",
+        "--attr",
+        "site=DESY",
+        "--attr",
+        "type=disk",
+        "--attr",
+        "tier=1",
+    )
     vre_server.cli("account", "add", "alice", "--password", "alice-password")
     vre_server.cli("account", "add", "bob", "--password", "bob-password")
     for name in ("alice", "bob"):
@@ -42,15 +63,23 @@ def test_login_whoami_and_tokens(lake: VREServer, tmp_path: Path) -> None:
 
     from tests.fixtures.server import VRE
 
-    done = subprocess.run([VRE, "login", lake.url, "--account", "alice", "--password",
-                           "alice-password"], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [VRE, "login", lake.url, "--account", "alice", "--password", "alice-password"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     config = tmp_path / ".config" / "vre" / "config.json"
     assert oct(config.stat().st_mode & 0o777) == "0o600"
     who = subprocess.run([VRE, "whoami", "--json"], env=env, capture_output=True, text=True)
     assert json.loads(who.stdout)["name"] == "alice"
-    wrong = subprocess.run([VRE, "login", lake.url, "--account", "alice", "--password", "nope"],
-                           env=env, capture_output=True, text=True)
+    wrong = subprocess.run(
+        [VRE, "login", lake.url, "--account", "alice", "--password", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert wrong.returncode == 2
     assert "wrong account name or password" in wrong.stderr
     created = json.loads(lake.cli("token", "create", "--json", account="alice").out)
@@ -66,19 +95,45 @@ def test_login_whoami_and_tokens(lake: VREServer, tmp_path: Path) -> None:
 
 def test_upload_list_show_download(lake: VREServer, tmp_path: Path) -> None:
     files = [write(tmp_path / f"in/run{i}.dat", os.urandom(100_000 + i)) for i in range(3)]
-    out = lake.cli("upload", *map(str, files), "--scope", "user.alice", "--rse", "CERN-DISK",
-                   "--dataset", "flow-ds", "--meta", "run=7", "--meta", "kind=mc", "--json",
-                   account="alice").out
+    out = lake.cli(
+        "upload",
+        *map(str, files),
+        "--scope",
+        "user.alice",
+        "--rse",
+        "CERN-DISK",
+        "--dataset",
+        "flow-ds",
+        "--meta",
+        "run=7",
+        "--meta",
+        "kind=mc",
+        "--json",
+        account="alice",
+    ).out
     uploaded = json.loads(out)
     assert [u["created"] for u in uploaded] == [True, True, True]
     xrd = write(tmp_path / "in/xrd.dat", os.urandom(50_000))
-    lake.cli("upload", str(xrd), "--scope", "user.alice", "--rse", "XRD-DISK", "--dataset",
-             "flow-ds", account="alice")
-    listed = json.loads(lake.cli("ls", "user.alice:*", "--type", "file", "--json",
-                                 account="alice").out)
+    lake.cli(
+        "upload",
+        str(xrd),
+        "--scope",
+        "user.alice",
+        "--rse",
+        "XRD-DISK",
+        "--dataset",
+        "flow-ds",
+        account="alice",
+    )
+    listed = json.loads(
+        lake.cli("ls", "user.alice:*", "--type", "file", "--json", account="alice").out
+    )
     assert sorted(d["name"] for d in listed) == ["run0.dat", "run1.dat", "run2.dat", "xrd.dat"]
-    filtered = json.loads(lake.cli("ls", "user.alice:run*", "--filter", "run>=7,kind=mc",
-                                   "--json", account="alice").out)
+    filtered = json.loads(
+        lake.cli(
+            "ls", "user.alice:run*", "--filter", "run>=7,kind=mc", "--json", account="alice"
+        ).out
+    )
     assert len(filtered) == 3
     shown = json.loads(lake.cli("show", "user.alice:flow-ds", "--json", account="alice").out)
     assert shown["type"] == "dataset" and len(shown["content"]) == 4
@@ -138,8 +193,10 @@ def test_rse_commands(lake: VREServer) -> None:
         (["ls", "user.alice:*", "--filter", "run>>3"], "invalid metadata filter"),
         (["meta", "set", "user.alice:top", f"big={'x' * 5000}"], "too large"),
         (["download", "user.alice:nothing-here"], "does not exist"),
-        (["upload", "/nonexistent/file", "--scope", "user.alice", "--rse", "CERN-DISK"],
-         "no such file"),
+        (
+            ["upload", "/nonexistent/file", "--scope", "user.alice", "--rse", "CERN-DISK"],
+            "no such file",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(lake: VREServer, args: list[str], message: str) -> None:
@@ -153,12 +210,21 @@ def test_bad_input_is_one_line_and_exit_2(lake: VREServer, args: list[str], mess
 def test_duplicate_upload_with_other_content_is_refused(lake: VREServer, tmp_path: Path) -> None:
     first = write(tmp_path / "a/same.dat", b"first content")
     lake.cli("upload", str(first), "--scope", "user.alice", "--rse", "CERN-DISK", account="alice")
-    again = lake.cli("upload", str(first), "--scope", "user.alice", "--rse", "CERN-DISK",
-                     account="alice")
+    again = lake.cli(
+        "upload", str(first), "--scope", "user.alice", "--rse", "CERN-DISK", account="alice"
+    )
     assert "already there" in again.out
     other = write(tmp_path / "b/same.dat", b"other content")
-    refused = lake.cli("upload", str(other), "--scope", "user.alice", "--rse", "CERN-DISK",
-                       account="alice", check=False)
+    refused = lake.cli(
+        "upload",
+        str(other),
+        "--scope",
+        "user.alice",
+        "--rse",
+        "CERN-DISK",
+        account="alice",
+        check=False,
+    )
     assert refused.code == 2 and "other content" in refused.err
     target = tmp_path / "dl"
     lake.cli("download", "user.alice:same.dat", "--dir", str(target), account="alice")
@@ -167,8 +233,17 @@ def test_duplicate_upload_with_other_content_is_refused(lake: VREServer, tmp_pat
 
 def test_another_account_cannot_touch_a_private_scope(lake: VREServer, tmp_path: Path) -> None:
     data = write(tmp_path / "secret.dat", b"alice only")
-    lake.cli("upload", str(data), "--scope", "user.alice", "--rse", "CERN-DISK", "--meta",
-             "secret=yes", account="alice")
+    lake.cli(
+        "upload",
+        str(data),
+        "--scope",
+        "user.alice",
+        "--rse",
+        "CERN-DISK",
+        "--meta",
+        "secret=yes",
+        account="alice",
+    )
     attempts = [
         ["ls", "user.alice:*"],
         ["show", "user.alice:secret.dat"],

@@ -78,6 +78,8 @@ def up(
     console.print(f"Log in with:  vre login {url} --account root", style="dim")
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its clean shutdown
+        pass
     finally:
         daemon.stop()
         thread.join(timeout=10)
