@@ -14,7 +14,7 @@ from vre.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from vre.identity.models import Account
 from vre.identity.passwords import hash_password, verify_password
 
-ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,63}$")
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-.]{0,63}\Z")
 KINDS = ("user", "service")
 
 
@@ -88,10 +88,11 @@ def bootstrap_root(session: Session, home: Path, password: str | None) -> str | 
     generated = None
     if not password:
         generated = password = secrets.token_urlsafe(18)
+    create(session, None, "root", password=password, is_admin=True)
+    if generated:
         home.mkdir(parents=True, exist_ok=True)
-        path = home / "root-password"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(home / "root-password", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # also when an earlier, failed start left the file behind
         with os.fdopen(fd, "w") as handle:
             handle.write(password + "\n")
-    create(session, None, "root", password=password, is_admin=True)
     return generated

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from vre.errors import Conflict, Invalid, NotFound
@@ -199,6 +199,16 @@ def files_of(session: Session, dids: Sequence[DID]) -> list[DID]:
     return list(session.scalars(query))
 
 
+def _matches_pattern(session: Session, pattern: str) -> ColumnElement[bool]:
+    """Case-sensitive wildcards on both back ends (SQLite's LIKE ignores ASCII case).
+
+    Pattern characters are restricted (no ``[``), so a pattern is a valid GLOB as is.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return DID.name.op("GLOB")(pattern)
+    return DID.name.like(_like(pattern), escape="\\")
+
+
 def _like(pattern: str) -> str:
     escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return escaped.replace("*", "%").replace("?", "_")
@@ -225,12 +235,15 @@ def list_dids(
     conditions = [DID.scope == scope, *meta.where(meta.parse_filters(filters))]
     if name_pattern != "*":
         if "*" in name_pattern or "?" in name_pattern:
-            conditions.append(DID.name.like(_like(name_pattern), escape="\\"))
+            conditions.append(_matches_pattern(session, name_pattern))
         else:
             conditions.append(DID.name == name_pattern)
     matched = select(DID.id).where(*conditions)
     ids: Any = descendant_ids(matched) if recursive else matched
     query = select(DID).where(DID.id.in_(ids))
+    if recursive:  # contents may live in other scopes: show only what the actor may read
+        readable_scopes = [s.name for s, _ in scopes.list_visible(session, actor)]
+        query = query.where(DID.scope.in_(readable_scopes))
     if kind == "collection":
         query = query.where(DID.type.in_((DATASET, CONTAINER)))
     elif kind in DID_TYPES:
@@ -238,11 +251,7 @@ def list_dids(
     query = query.order_by(DID.scope, DID.name)
     if limit:
         query = query.limit(limit)
-    result = list(session.scalars(query))
-    if recursive:  # contents may live in other scopes: show only what the actor may read
-        readable_scopes = {s.name for s, _ in scopes.list_visible(session, actor)}
-        result = [d for d in result if d.scope in readable_scopes]
-    return result
+    return list(session.scalars(query))
 
 
 def _more(count: int) -> str:

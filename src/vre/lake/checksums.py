@@ -9,8 +9,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from vre.errors import Invalid
 
-ADLER32 = re.compile(r"^[0-9a-f]{8}$")
-MD5 = re.compile(r"^[0-9a-f]{32}$")
+ADLER32 = re.compile(r"^[0-9a-f]{8}\Z")
+MD5 = re.compile(r"^[0-9a-f]{32}\Z")
 
 
 class Checksummer:
@@ -57,10 +57,10 @@ class Checksummer:
 def check_adler32(value: str | None) -> str | None:
     if value is None:
         return None
-    value = value.lower().zfill(8)
-    if not ADLER32.match(value):
+    padded = value.lower().zfill(8)  # Rucio clients drop leading zeros
+    if not value or not ADLER32.match(padded):
         raise Invalid(f"invalid adler32 checksum {value!r}: expected 8 hexadecimal digits")
-    return value
+    return padded
 
 
 def check_md5(value: str | None) -> str | None:

@@ -7,6 +7,8 @@ are mirrored in a float column so ``key>N`` is an indexed range query.
 from __future__ import annotations
 
 import json
+import math
+import sys
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -19,8 +21,8 @@ from vre.errors import Invalid, NotFound
 from vre.lake.models import DID, DIDMeta
 from vre.lake.values import Value, parse_value
 
-KEY = re.compile(r"^[A-Za-z0-9_\-.]{1,128}$")
-FILTER = re.compile(r"^\s*([A-Za-z0-9_\-.]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*$")
+KEY = re.compile(r"^[A-Za-z0-9_\-.]{1,128}\Z")
+FILTER = re.compile(r"^\s*([A-Za-z0-9_\-.]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*\Z")
 
 
 def _number(value: Any) -> float | None:
@@ -43,7 +45,12 @@ def check(meta: dict[str, Any]) -> dict[str, Value]:
             )
         if not isinstance(value, str | int | float | bool):
             raise Invalid(f"metadata value of {key!r} must be a string, number or boolean")
-        if len(json.dumps(value)) > settings.max_meta_value_length:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Invalid(f"metadata value of {key!r} must be a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+            raise Invalid(f"metadata value of {key!r} is out of range")
+        size = len(value) if isinstance(value, str) else len(json.dumps(value))
+        if size > settings.max_meta_value_length:
             raise Invalid(
                 f"metadata value of {key!r} is too large"
                 f" (at most {settings.max_meta_value_length} characters)"
@@ -121,7 +128,10 @@ def _matches(cond: Condition) -> ColumnElement[bool]:
     value = parse_value(cond.value)
     number = _number(value)
     if cond.op in ("=", "!="):
-        same = DIDMeta.value.in_([json.dumps(cond.value), json.dumps(value)])
+        stored_forms = [json.dumps(cond.value), json.dumps(value)]
+        if cond.value.lower() in ("true", "false"):
+            stored_forms.append(json.dumps(cond.value.lower() == "true"))
+        same = DIDMeta.value.in_(stored_forms)
         if number is not None:
             same = or_(same, DIDMeta.number == number)
         return and_(DIDMeta.key == cond.key, same)

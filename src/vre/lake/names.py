@@ -11,10 +11,10 @@ import re
 
 from vre.errors import Invalid
 
-SCOPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,29}$")
-NAME_CHARS = re.compile(r"^[A-Za-z0-9_\-.+/]{1,255}$")
+SCOPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-.]{0,29}\Z")
+NAME_CHARS = re.compile(r"^[A-Za-z0-9_\-.+/]{1,255}\Z")
 # Wildcards are allowed in listing patterns only.
-PATTERN_CHARS = re.compile(r"^[A-Za-z0-9_\-.+/*?]{1,255}$")
+PATTERN_CHARS = re.compile(r"^[A-Za-z0-9_\-.+/*?]{1,255}\Z")
 
 
 def check_scope(scope: str) -> str:

@@ -13,9 +13,9 @@ from vre.identity.tokens import require_admin
 from vre.lake import expressions, storage
 from vre.lake.models import RSE, RSEAttribute
 
-RSE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")
-ATTR_KEY = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
-ATTR_VALUE = re.compile(r"^[A-Za-z0-9_\-.:]{1,255}$")
+RSE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}\Z")
+ATTR_KEY = re.compile(r"^[A-Za-z0-9_\-.]{1,64}\Z")
+ATTR_VALUE = re.compile(r"^[A-Za-z0-9_\-.:]{1,255}\Z")
 
 
 def _check_attributes(attributes: dict[str, str]) -> dict[str, str]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 Value = str | int | float | bool
 
 
 def parse_value(text: str) -> Value:
     """Numbers become numbers, everything else stays text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text  # "nan" and "inf" stay words
