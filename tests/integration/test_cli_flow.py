@@ -264,3 +264,27 @@ def test_another_account_cannot_touch_a_private_scope(lake: VREServer, tmp_path:
         assert answer.status_code == 403
         assert answer.json()["error"] == "forbidden"
         assert "alice only" not in answer.text
+
+
+def test_corrupted_replica_fails_download_and_leaves_nothing(
+    lake: VREServer, tmp_path: Path
+) -> None:
+    data = write(tmp_path / "fragile.dat", os.urandom(20_000))
+    lake.cli("upload", str(data), "--scope", "user.alice", "--rse", "CERN-DISK", account="alice")
+    reps = json.loads(lake.cli("replicas", "user.alice:fragile.dat", "--json").out)
+    on_disk = Path(reps[0]["replicas"][0]["url"].removeprefix("file://"))
+    on_disk.write_bytes(b"flipped" + data.read_bytes()[7:])
+    for mode in ([], ["--through-api"]):
+        target = tmp_path / ("out" + "".join(mode))
+        result = lake.cli(
+            "download",
+            "user.alice:fragile.dat",
+            "--dir",
+            str(target),
+            *mode,
+            account="alice",
+            check=False,
+        )
+        assert result.code == 1, result
+        assert "checksum mismatch" in result.err
+        assert not [p for p in target.rglob("*") if p.is_file()]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,7 @@ def check(meta: dict[str, Any]) -> dict[str, Value]:
             raise Invalid(f"metadata value of {key!r} must be a string, number or boolean")
         if isinstance(value, float) and not math.isfinite(value):
             raise Invalid(f"metadata value of {key!r} must be a finite number")
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+        if isinstance(value, int) and abs(value) > sys.float_info.max:
             raise Invalid(f"metadata value of {key!r} is out of range")
         size = len(value) if isinstance(value, str) else len(json.dumps(value))
         if size > settings.max_meta_value_length:
