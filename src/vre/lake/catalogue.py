@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, Row, Select, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from vre.errors import Conflict, Invalid, NotFound
@@ -65,14 +66,28 @@ def set_open(session: Session, actor: Account, scope: str, name: str, is_open: b
     return did
 
 
-def find_many(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DID]:
-    """Look DIDs up by (scope, name), CHUNK pairs per query."""
-    found: dict[tuple[str, str], DID] = {}
-    for start in range(0, len(pairs), CHUNK):
-        chunk = list(pairs[start : start + CHUNK])
-        query = select(DID).where(tuple_(DID.scope, DID.name).in_(chunk))
-        for did in session.scalars(query):
-            found[(did.scope, did.name)] = did
+LOOKUP = (DID.id, DID.scope, DID.name, DID.type, DID.bytes, DID.adler32, DID.md5)
+
+
+def find_many(
+    session: Session, pairs: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], Row[Any]]:
+    """Look DIDs up by (scope, name): light rows, one ``name IN (…)`` query per scope chunk.
+
+    ``scope = :s AND name IN (…)`` uses the unique index on both back ends, where a
+    row-value ``IN`` makes PostgreSQL filter a long OR list row by row.
+    """
+    by_scope: dict[str, list[str]] = defaultdict(list)
+    for scope, name in pairs:
+        by_scope[scope].append(name)
+    found: dict[tuple[str, str], Row[Any]] = {}
+    for scope, names in by_scope.items():
+        for start in range(0, len(names), CHUNK):
+            query = select(*LOOKUP).where(
+                DID.scope == scope, DID.name.in_(names[start : start + CHUNK])
+            )
+            for row in session.execute(query):
+                found[(row.scope, row.name)] = row
     return found
 
 
@@ -122,20 +137,34 @@ def attach(
                 raise Invalid(
                     f"attaching {scope}:{name} to {parent_scope}:{parent_name} would make a cycle"
                 )
-    ids = [found[c].id for c in dict.fromkeys(children)]
-    existing = set()
-    for start in range(0, len(ids), CHUNK):
+    return link(session, parent.id, [found[c].id for c in dict.fromkeys(children)])
+
+
+def open_dataset(session: Session, actor: Account, scope: str, name: str) -> DID:
+    """A dataset the actor may add files to."""
+    did = writable(session, actor, scope, name)
+    if did.type != DATASET:
+        raise Invalid(f"{scope}:{name} is a {did.type}, not a dataset")
+    if not did.is_open:
+        raise Invalid(f"dataset {scope}:{name} is closed: nothing can be added")
+    return did
+
+
+def link(session: Session, parent_id: int, child_ids: Sequence[int]) -> int:
+    """Insert the attachments not there yet (callers have checked kinds and cycles)."""
+    existing: set[int] = set()
+    for start in range(0, len(child_ids), CHUNK):
         existing |= set(
             session.scalars(
                 select(Attachment.child_id).where(
-                    Attachment.parent_id == parent.id,
-                    Attachment.child_id.in_(ids[start : start + CHUNK]),
+                    Attachment.parent_id == parent_id,
+                    Attachment.child_id.in_(child_ids[start : start + CHUNK]),
                 )
             )
         )
-    new = [{"parent_id": parent.id, "child_id": i} for i in ids if i not in existing]
+    new = [{"parent_id": parent_id, "child_id": i} for i in child_ids if i not in existing]
     if new:
-        session.execute(insert(Attachment), new)
+        session.execute(insert(Attachment.__table__), new)
     return len(new)
 
 
@@ -241,17 +270,18 @@ def list_dids(
     matched = select(DID.id).where(*conditions)
     ids: Any = descendant_ids(matched) if recursive else matched
     query = select(DID).where(DID.id.in_(ids))
-    if recursive:  # contents may live in other scopes: show only what the actor may read
-        readable_scopes = [s.name for s, _ in scopes.list_visible(session, actor)]
-        query = query.where(DID.scope.in_(readable_scopes))
     if kind == "collection":
         query = query.where(DID.type.in_((DATASET, CONTAINER)))
     elif kind in DID_TYPES:
         query = query.where(DID.type == kind)
     query = query.order_by(DID.scope, DID.name)
-    if limit:
-        query = query.limit(limit)
-    return list(session.scalars(query))
+    if not recursive:
+        return list(session.scalars(query.limit(limit) if limit else query))
+    # Contents may live in other scopes: keep what the actor may read. Filtering here,
+    # not in SQL, keeps PostgreSQL's planner off a nested loop over the recursive CTE.
+    readable_scopes = {s.name for s, _ in scopes.list_visible(session, actor)}
+    visible = [d for d in session.scalars(query) if d.scope in readable_scopes]
+    return visible[:limit] if limit else visible
 
 
 def _more(count: int) -> str:

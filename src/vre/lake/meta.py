@@ -71,7 +71,7 @@ def set_many(session: Session, did_ids: list[int], meta: dict[str, Value]) -> No
     if not meta or not did_ids:
         return
     session.execute(delete(DIDMeta).where(DIDMeta.did_id.in_(did_ids), DIDMeta.key.in_(list(meta))))
-    session.execute(insert(DIDMeta), [r for d in did_ids for r in rows(d, meta)])
+    session.execute(insert(DIDMeta.__table__), [r for d in did_ids for r in rows(d, meta)])
     limit = get_settings().max_meta_keys
     counts = session.execute(
         select(DIDMeta.did_id, func.count())

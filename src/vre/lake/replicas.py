@@ -18,7 +18,7 @@ from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.lake import catalogue, meta, rses, scopes, storage
 from vre.lake.checksums import check_adler32, check_md5
-from vre.lake.models import AVAILABLE, DATASET, DID, FILE, RSE, DIDMeta, Replica
+from vre.lake.models import AVAILABLE, DID, FILE, RSE, DIDMeta, Replica
 from vre.lake.names import check_name, check_scope, deterministic_path
 
 
@@ -87,8 +87,9 @@ def register(
     new = [f for f in files if (f.scope, f.name) not in existing]
     now = utcnow()
     if new:
+        table = DID.__table__
         inserted = session.execute(
-            insert(DID).returning(DID.id, DID.scope, DID.name, sort_by_parameter_order=True),
+            insert(table).returning(table.c.id, table.c.scope, table.c.name),
             [
                 {
                     "scope": f.scope,
@@ -107,7 +108,7 @@ def register(
         ids = {(s, n): i for i, s, n in inserted}
         meta_rows = [r for f in new for r in meta.rows(ids[(f.scope, f.name)], f.meta)]
         if meta_rows:
-            session.execute(insert(DIDMeta), meta_rows)
+            session.execute(insert(DIDMeta.__table__), meta_rows)
     else:
         ids = {}
     ids.update({k: d.id for k, d in existing.items()})
@@ -135,10 +136,11 @@ def register(
         if ids[(f.scope, f.name)] not in known
     ]
     if replica_rows:
-        session.execute(insert(Replica), replica_rows)
+        session.execute(insert(Replica.__table__), replica_rows)
     attached = 0
     if dataset is not None:
-        attached = catalogue.attach(session, actor, dataset[0], dataset[1], keys)
+        target = catalogue.open_dataset(session, actor, *dataset)
+        attached = catalogue.link(session, target.id, [ids[k] for k in keys])
     return {"files": len(new), "replicas": len(replica_rows), "attached": attached}
 
 
@@ -205,10 +207,3 @@ def pick_available(session: Session, did: DID, rse_name: str | None = None) -> t
         where = f" on {rse_name}" if rse_name else ""
         raise NotFound(f"{did.scope}:{did.name} has no available replica{where}")
     return row[0], row[1]
-
-
-def check_dataset(session: Session, actor: Account, scope: str, name: str) -> DID:
-    did = catalogue.writable(session, actor, scope, name)
-    if did.type != DATASET:
-        raise Invalid(f"{scope}:{name} is a {did.type}, not a dataset")
-    return did

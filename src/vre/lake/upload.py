@@ -44,15 +44,10 @@ class UploadResult:
 
 def _dataset(session: Session, actor: Account, scope: str, name: str) -> DID:
     """The target dataset, created (open) when it does not exist yet, like rucio upload."""
-    found = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))
+    found = session.scalar(select(DID.id).where(DID.scope == scope, DID.name == name))
     if found is None:
         return catalogue.add_collection(session, actor, scope, name, DATASET)
-    scopes.writable(session, actor, scope)
-    if found.type != DATASET:
-        raise Invalid(f"{scope}:{name} is a {found.type}, not a dataset")
-    if not found.is_open:
-        raise Invalid(f"dataset {scope}:{name} is closed: nothing can be added")
-    return found
+    return catalogue.open_dataset(session, actor, scope, name)
 
 
 def upload(
@@ -164,9 +159,7 @@ def _register(
     if meta_values:
         meta.set_many(session, [did.id], meta_values)
     if dataset is not None:
-        _dataset(session, actor, *dataset)
-        session.flush()
-        catalogue.attach(session, actor, dataset[0], dataset[1], [(scope, name)])
+        catalogue.link(session, _dataset(session, actor, *dataset).id, [did.id])
     replica = session.get(Replica, (did.id, rse_id))
     if replica is None:
         session.add(
