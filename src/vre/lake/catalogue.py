@@ -6,9 +6,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, Select, delete, func, insert, select
+from sqlalchemy import ColumnElement, Row, Select, delete, func, select
 from sqlalchemy.orm import Session
 
+from vre import bulk
+from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.lake import meta, scopes
@@ -162,9 +164,13 @@ def link(session: Session, parent_id: int, child_ids: Sequence[int]) -> int:
                 )
             )
         )
-    new = [{"parent_id": parent_id, "child_id": i} for i in child_ids if i not in existing]
-    if new:
-        session.execute(insert(Attachment.__table__), new)
+    now = utcnow()
+    new = [
+        {"parent_id": parent_id, "child_id": i, "created_at": now}
+        for i in child_ids
+        if i not in existing
+    ]
+    bulk.insert_rows(session, Attachment.__table__, new)
     return len(new)
 
 

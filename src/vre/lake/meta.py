@@ -13,9 +13,10 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.orm import Session
 
+from vre import bulk
 from vre.config import get_settings
 from vre.errors import Invalid, NotFound
 from vre.lake.models import DID, DIDMeta
@@ -71,7 +72,7 @@ def set_many(session: Session, did_ids: list[int], meta: dict[str, Value]) -> No
     if not meta or not did_ids:
         return
     session.execute(delete(DIDMeta).where(DIDMeta.did_id.in_(did_ids), DIDMeta.key.in_(list(meta))))
-    session.execute(insert(DIDMeta.__table__), [r for d in did_ids for r in rows(d, meta)])
+    bulk.insert_rows(session, DIDMeta.__table__, [r for d in did_ids for r in rows(d, meta)])
     limit = get_settings().max_meta_keys
     counts = session.execute(
         select(DIDMeta.did_id, func.count())

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vre import bulk
 from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
@@ -86,31 +87,30 @@ def register(
             )
     new = [f for f in files if (f.scope, f.name) not in existing]
     now = utcnow()
-    if new:
-        table = DID.__table__
-        inserted = session.execute(
-            insert(table).returning(table.c.id, table.c.scope, table.c.name),
-            [
-                {
-                    "scope": f.scope,
-                    "name": f.name,
-                    "type": FILE,
-                    "account_id": actor.id,
-                    "bytes": f.bytes,
-                    "adler32": f.adler32,
-                    "md5": f.md5,
-                    "is_open": False,
-                    "created_at": now,
-                }
-                for f in new
-            ],
-        ).all()
-        ids = {(s, n): i for i, s, n in inserted}
-        meta_rows = [r for f in new for r in meta.rows(ids[(f.scope, f.name)], f.meta)]
-        if meta_rows:
-            session.execute(insert(DIDMeta.__table__), meta_rows)
-    else:
-        ids = {}
+    ids: dict[tuple[Any, ...], int] = bulk.insert_with_ids(
+        session,
+        DID.__table__,
+        [
+            {
+                "scope": f.scope,
+                "name": f.name,
+                "type": FILE,
+                "account_id": actor.id,
+                "bytes": f.bytes,
+                "adler32": f.adler32,
+                "md5": f.md5,
+                "is_open": False,
+                "created_at": now,
+            }
+            for f in new
+        ],
+        key=("scope", "name"),
+    )
+    bulk.insert_rows(
+        session,
+        DIDMeta.__table__,
+        [r for f in new for r in meta.rows(ids[(f.scope, f.name)], f.meta)],
+    )
     ids.update({k: d.id for k, d in existing.items()})
     known = set()
     old_ids = [d.id for d in existing.values()]
@@ -135,8 +135,7 @@ def register(
         for f in files
         if ids[(f.scope, f.name)] not in known
     ]
-    if replica_rows:
-        session.execute(insert(Replica.__table__), replica_rows)
+    bulk.insert_rows(session, Replica.__table__, replica_rows)
     attached = 0
     if dataset is not None:
         target = catalogue.open_dataset(session, actor, *dataset)
