@@ -8,6 +8,7 @@ only once complete, so a reader never sees half a file under a real name.
 from __future__ import annotations
 
 import contextlib
+import os
 import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ def write_part(url: str, chunks: Iterable[bytes], *, tag: str) -> Stored:
                 if chunk:
                     summer.update(chunk)
                     handle.write(chunk)
+            _sync(handle)
     except BaseException as exc:
         summer.close()
         _quiet_rm(fs, part)
@@ -93,6 +95,17 @@ def write_part(url: str, chunks: Iterable[bytes], *, tag: str) -> Stored:
             raise StorageError(f"writing {url} failed: {exc}") from exc
         raise
     return Stored(bytes=summer.bytes, adler32=summer.adler32, md5=summer.md5)
+
+
+def _sync(handle: object) -> None:
+    """Flush to disk before the catalogue says the bytes are there (local files).
+
+    Remote protocols (XRootD) persist on close, which the caller does next.
+    """
+    fileno = getattr(getattr(handle, "f", None), "fileno", None)
+    if fileno is not None:
+        handle.flush()  # type: ignore[attr-defined]
+        os.fsync(fileno())
 
 
 def commit_part(url: str, tag: str) -> None:

@@ -7,12 +7,11 @@ written by a worker thread, so a slow storage element never blocks other request
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
 import anyio
-from anyio.from_thread import BlockingPortal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -25,23 +24,52 @@ router = APIRouter(tags=["files"])
 BLOCK = 4 * 1024 * 1024
 
 
-async def _blocks(request: Request) -> AsyncIterator[bytes]:
-    buffer = bytearray()
-    async for chunk in request.stream():
-        buffer += chunk
-        if len(buffer) >= BLOCK:
-            yield bytes(buffer)
-            buffer.clear()
-    if buffer:
-        yield bytes(buffer)
+class _Body:
+    """The request body as a bounded queue of blocks between the event loop and a thread.
 
+    The event loop keeps reading the socket while the writer thread hashes and
+    writes the previous block, so receiving, hashing and writing overlap. A body that
+    ends early (the client went away) raises in the writer, never looks complete.
+    """
 
-def _sync_blocks(portal: BlockingPortal, blocks: AsyncIterator[bytes]) -> Iterator[bytes]:
-    while True:
+    def __init__(self, request: Request, depth: int = 4) -> None:
+        self.request = request
+        self.expected = int(request.headers.get("content-length") or -1)
+        self.send, self.receive = anyio.create_memory_object_stream[bytes](max_buffer_size=depth)
+        self.error: BaseException | None = None
+
+    async def pump(self) -> None:
+        received = 0
         try:
-            yield portal.call(blocks.__anext__)
-        except StopAsyncIteration:
-            return
+            async with self.send:
+                parts: list[bytes] = []
+                size = 0
+                async for chunk in self.request.stream():
+                    parts.append(chunk)
+                    size += len(chunk)
+                    if size >= BLOCK:
+                        await self.send.send(b"".join(parts))
+                        received += size
+                        parts, size = [], 0
+                if parts:
+                    await self.send.send(b"".join(parts))
+                    received += size
+                if self.expected >= 0 and received != self.expected:
+                    raise Invalid(f"body ended after {received} of {self.expected} bytes")
+        except BaseException as exc:  # handed to the writer thread, not lost in a task group
+            self.error = exc
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                raise
+
+    def blocks(self) -> Iterator[bytes]:
+        """Called from the writer thread."""
+        while True:
+            try:
+                yield anyio.from_thread.run(self.receive.receive)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                if self.error is not None:
+                    raise Invalid(f"upload interrupted: {self.error}") from self.error
+                return
 
 
 @router.put("/files/{scope}/{name:path}", status_code=201)
@@ -65,9 +93,10 @@ async def put_file(
         raise Invalid("X-VRE-Meta must be a JSON object")
     target = parse_did(dataset, default_scope=scope) if dataset else None
     sessions = factory(request)
-    blocks = _blocks(request)
+    body = _Body(request)
     failure: BaseException | None = None
-    async with BlockingPortal() as portal:
+    async with anyio.create_task_group() as group:
+        group.start_soon(body.pump)
         try:
             result = await anyio.to_thread.run_sync(
                 lambda: upload.upload(
@@ -76,15 +105,16 @@ async def put_file(
                     scope,
                     name,
                     rse,
-                    _sync_blocks(portal, blocks),
+                    body.blocks(),
                     dataset=target,
                     meta_values=meta_values,
                     adler32=x_vre_adler32,
                     md5=x_vre_md5,
                 )
             )
-        except Exception as exc:  # re-raised outside the portal's task group, unwrapped
+        except Exception as exc:  # re-raised outside the task group, unwrapped
             failure = exc
+        group.cancel_scope.cancel()
     if failure is not None:
         raise failure
     return asdict(result)
