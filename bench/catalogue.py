@@ -25,10 +25,8 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,12 +38,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+from vre_server import login, start_server
 
 from vre.client import Client
 
-ROOT_PASSWORD = "bench-root-password"
-VRE = str(Path(sys.executable).parent / "vre")
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RSE_NAME = "BENCH-DISK"
 
@@ -53,63 +49,6 @@ RSE_NAME = "BENCH-DISK"
 TARGET_REGISTER = 0.7  # register + attach
 TARGET_REPLICAS = 0.5  # dataset listed with its replicas
 RUCIO_REGISTER, RUCIO_ATTACH, RUCIO_REPLICAS = 5.0, 1.6, 20.8
-
-
-# --- a real server ------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(home: Path, database_url: str | None = None) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VRE_")}
-    env.update(VRE_HOME=str(home), VRE_ROOT_PASSWORD=ROOT_PASSWORD)
-    if database_url:
-        env["VRE_DATABASE_URL"] = database_url
-    log = home.parent / f"server-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [VRE, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vre serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/api/v1/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"vre serve did not answer within 60 s:\n{log.read_text()[-3000:]}")
-
-
-def login(url: str) -> Client:
-    answer = httpx.post(
-        f"{url}/api/v1/auth/login", json={"account": "root", "password": ROOT_PASSWORD}
-    )
-    answer.raise_for_status()
-    return Client(url, answer.json()["token"])
 
 
 @contextmanager

@@ -23,70 +23,20 @@ import contextlib
 import hashlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from vre_server import ROOT_PASSWORD, VRE, start_server
 
 from vre.client import Client
 
-ROOT_PASSWORD = "bench-root-password"
-VRE = str(Path(sys.executable).parent / "vre")
 RSE_NAME = "BENCH-DISK"
 SCOPE = "bench"
 TARGET_RATIO = 0.7  # upload throughput at least 0.7 of cp's
 MIB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(home: Path) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VRE_")}
-    env.update(VRE_HOME=str(home), VRE_ROOT_PASSWORD=ROOT_PASSWORD)
-    log = home.parent / f"server-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [VRE, "serve", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vre serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/api/v1/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError(f"vre serve did not answer within 60 s:\n{log.read_text()[-3000:]}")
 
 
 def make_source(path: Path, size: int) -> str:

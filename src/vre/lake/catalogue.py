@@ -93,6 +93,15 @@ def find_many(
     return found
 
 
+def find_all(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Row[Any]]:
+    """Like ``find_many``, but every DID must exist."""
+    found = find_many(session, pairs)
+    missing = [f"{s}:{n}" for s, n in pairs if (s, n) not in found]
+    if missing:
+        raise NotFound(f"DID {missing[0]} does not exist" + _more(len(missing)))
+    return found
+
+
 def ancestors(session: Session, did_id: int) -> set[int]:
     """Every collection that contains ``did_id``, at any depth (for cycle checks)."""
     up = select(Attachment.parent_id.label("id")).where(Attachment.child_id == did_id)
@@ -120,10 +129,7 @@ def attach(
         check_name(name)
     for scope in {s for s, _ in children}:
         scopes.readable(session, actor, scope)
-    found = find_many(session, children)
-    missing = [f"{s}:{n}" for s, n in children if (s, n) not in found]
-    if missing:
-        raise NotFound(f"DID {missing[0]} does not exist" + _more(len(missing)))
+    found = find_all(session, children)
     wanted = {FILE} if parent.type == DATASET else {DATASET, CONTAINER}
     for (scope, name), did in found.items():
         if did.type not in wanted:
@@ -182,10 +188,7 @@ def detach(
     children: Sequence[tuple[str, str]],
 ) -> int:
     parent = writable(session, actor, parent_scope, parent_name)
-    found = find_many(session, children)
-    missing = [f"{s}:{n}" for s, n in children if (s, n) not in found]
-    if missing:
-        raise NotFound(f"DID {missing[0]} does not exist" + _more(len(missing)))
+    found = find_all(session, children)
     ids = [d.id for d in found.values()]
     attached = set(
         session.scalars(

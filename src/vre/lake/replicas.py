@@ -166,10 +166,7 @@ def list_for(
     """Every file under ``dids`` with its replicas: two queries whatever the size."""
     for scope in {s for s, _ in dids}:
         scopes.readable(session, actor, scope)
-    found = catalogue.find_many(session, list(dids))
-    missing = [f"{s}:{n}" for s, n in dids if (s, n) not in found]
-    if missing:
-        raise NotFound(f"DID {missing[0]} does not exist")
+    found = catalogue.find_all(session, list(dids))
     roots = list(found.values())
     file_ids = catalogue.descendant_ids(d.id for d in roots)
     query = (

@@ -6,9 +6,11 @@ from datetime import datetime
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, unit
 from vre.lake import rses
+from vre.lake.models import RSE
 
 router = APIRouter(tags=["rses"])
 
@@ -30,17 +32,21 @@ class AttributeIn(BaseModel):
     value: str
 
 
+def rse_out(session: Session, rse: RSE) -> RSEOut:
+    return RSEOut(
+        name=rse.name,
+        prefix=rse.prefix,
+        attributes=rses.attributes(session, rse),
+        created_at=rse.created_at,
+    )
+
+
 @router.post("/rses", status_code=201)
 def add_rse(body: RSEIn, caller: Caller, request: Request) -> RSEOut:
     with unit(request) as session:
         rse = rses.add(session, caller, body.name, body.prefix, body.attributes)
         session.flush()
-        return RSEOut(
-            name=rse.name,
-            prefix=rse.prefix,
-            attributes=rses.attributes(session, rse),
-            created_at=rse.created_at,
-        )
+        return rse_out(session, rse)
 
 
 @router.get("/rses")
@@ -62,13 +68,7 @@ def list_rses(
 @router.get("/rses/{name}")
 def show_rse(name: str, caller: Caller, request: Request) -> RSEOut:
     with unit(request) as session:
-        rse = rses.get(session, name)
-        return RSEOut(
-            name=rse.name,
-            prefix=rse.prefix,
-            attributes=rses.attributes(session, rse),
-            created_at=rse.created_at,
-        )
+        return rse_out(session, rses.get(session, name))
 
 
 @router.put("/rses/{name}/attributes/{key}")
