@@ -22,7 +22,12 @@ from vre.identity import accounts
 from vre.identity.models import Account
 from vre.lake import rses, scopes
 
-pytest_plugins = ["tests.fixtures.xrootd", "tests.fixtures.server"]
+pytest_plugins = [
+    "tests.fixtures.xrootd",
+    "tests.fixtures.webdav",
+    "tests.fixtures.s3",
+    "tests.fixtures.server",
+]
 
 PG_ADMIN = os.environ.get("VRE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 

@@ -186,6 +186,37 @@ class Client:
         body = {"dids": dids, "available_only": available_only}
         return self.call("POST", "/replicas/list", json=body)
 
+    # --- rules, quotas, transfers, deletion -------------------------------------------
+    def add_rule(self, did: str, rse_expression: str, **fields: Any) -> dict[str, Any]:
+        body = {"did": did, "rse_expression": rse_expression, **fields}
+        return self.call("POST", "/rules", json=body)
+
+    def rules(self, did: str | None = None, account: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"did": did, "account": account}.items() if v}
+        return self.call("GET", "/rules", params=params)
+
+    def rule(self, rule_id: int) -> dict[str, Any]:
+        return self.call("GET", f"/rules/{rule_id}")
+
+    def delete_rule(self, rule_id: int) -> Any:
+        return self.call("DELETE", f"/rules/{rule_id}")
+
+    def set_quota(self, account: str, rse: str, limit: int) -> Any:
+        return self.call("PUT", f"/quotas/{account}/{rse}", json={"bytes": limit})
+
+    def quotas(self, account: str | None = None) -> list[dict[str, Any]]:
+        return self.call("GET", "/quotas", params={"account": account} if account else {})
+
+    def transfers(self, state: str | None = None, rse: str | None = None) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"state": state, "rse": rse}.items() if v}
+        return self.call("GET", "/transfers", params=params)
+
+    def reaper(self, dry_run: bool = True, grace: float = 0) -> list[dict[str, Any]]:
+        return self.call("GET" if dry_run else "POST", "/reaper", params={"grace": grace})
+
+    def erase(self, scope: str, name: str, force: bool = False) -> dict[str, Any]:
+        return self.call("DELETE", f"/dids/{scope}/{_q(name)}", params={"force": force})
+
     # --- bytes ----------------------------------------------------------------------
     def upload(
         self,

@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     max_meta_value_length: int = 4096
     max_meta_keys: int = 100
     chunk_size: int = 4 * 1024 * 1024
+    # Worker tuning (VRE_TRANSFER_THREADS=8 etc.).
+    transfer_threads: int = 4
+    transfer_batch: int = 200
+    transfer_lease: float = 60.0
+    reaper_grace: float = 600.0
+    upload_grace: float = 3600.0
+    worker_interval: float = 2.0
 
     def resolved_database_url(self) -> str:
         """SQLite under VRE_HOME unless told otherwise: the laptop default needs no server."""

@@ -6,12 +6,14 @@ from vre.lake.models import (
     DID,
     RSE,
     Attachment,
+    CollectionUpdate,
     DIDMeta,
     PendingUpload,
     Replica,
     RSEAttribute,
     Scope,
 )
+from vre.lake.rule_models import Lock, Quota, Rule, Transfer, Usage
 
 __all__ = [
     "DID",
@@ -19,10 +21,16 @@ __all__ = [
     "Account",
     "Attachment",
     "Base",
+    "CollectionUpdate",
     "DIDMeta",
+    "Lock",
     "PendingUpload",
+    "Quota",
     "RSEAttribute",
     "Replica",
+    "Rule",
     "Scope",
     "Token",
+    "Transfer",
+    "Usage",
 ]

@@ -1,54 +1,123 @@
-"""``vre worker``: background daemons over database state.
+"""``vre worker``: the daemons that turn database state into work.
 
-Issue by issue more daemons join (transfers, rules, the reaper); today it sweeps
-uploads whose writer died, so their bytes never linger without a catalogue entry.
+- transfers: claim due requests, copy them on a thread pool, report back per batch;
+- rules: evaluate rules over collections that changed, expire rules past lifetime;
+- reaper: delete replicas no lock holds once the grace period has passed;
+- uploads: remove the bytes of uploads whose writer died.
+Everything is state in the database, so a killed worker loses nothing and more
+workers scale out (PostgreSQL; SQLite runs one worker).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from vre.config import Settings
-from vre.db import make_engine, make_sessionmaker, migrate
+from vre.db import make_engine, make_sessionmaker, migrate, transaction
+from vre.lake import reaper, rules, transfers
 from vre.lake.upload import sweep_pending
 
 log = logging.getLogger("vre.worker")
 
 
 class Worker:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        interval: float = 5.0,
-        upload_grace: timedelta = timedelta(hours=1),
-    ) -> None:
+    def __init__(self, settings: Settings, *, tool: transfers.TransferTool | None = None) -> None:
         self.settings = settings
-        self.interval = interval
-        self.upload_grace = upload_grace
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.tool = tool or transfers.StreamingTool()
         self._stop = threading.Event()
 
-    def run_once(self, sessions: object) -> None:
-        swept = sweep_pending(sessions, self.upload_grace)  # type: ignore[arg-type]
+    # --- one round of each daemon ----------------------------------------------------
+    def transfer_batch(self, sessions: sessionmaker[Session], pool: ThreadPoolExecutor) -> int:
+        s = self.settings
+        with transaction(sessions) as session:
+            jobs = transfers.claim(session, self.name, s.transfer_batch, s.transfer_lease)
+        if not jobs:
+            return 0
+        beat = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(sessions, jobs, beat), daemon=True)
+        heart.start()
+        try:
+            outcomes = list(pool.map(self.tool.copy, jobs))
+        finally:
+            beat.set()
+            heart.join()
+        with transaction(sessions) as session:
+            transfers.finish(session, self.name, outcomes)
+        failed = [o for o in outcomes if not o.done]
+        for out in failed:
+            log.warning("transfer %s of %s failed: %s", out.job.id, out.job.did, out.error)
+        log.info("transfers: %d done, %d failed", len(outcomes) - len(failed), len(failed))
+        return len(jobs)
+
+    def _heartbeat(
+        self, sessions: sessionmaker[Session], jobs: list[transfers.Job], stop: threading.Event
+    ) -> None:
+        ids = [j.id for j in jobs]
+        while not stop.wait(self.settings.transfer_lease / 3):
+            try:
+                with transaction(sessions) as session:
+                    transfers.extend(session, self.name, ids, self.settings.transfer_lease)
+            except Exception:
+                log.exception("could not extend transfer leases")
+
+    def housekeeping(self, sessions: sessionmaker[Session]) -> None:
+        with transaction(sessions) as session:
+            while rules.process_updates(session):
+                pass
+            expired = rules.expire(session)
+        if expired:
+            log.info("rules: %d expired", expired)
+        gone = reaper.reap(sessions, timedelta(seconds=self.settings.reaper_grace))
+        if gone:
+            log.info("reaper: deleted %d replica(s)", len(gone))
+        swept = sweep_pending(sessions, timedelta(seconds=self.settings.upload_grace))
         if swept:
             log.info("removed the bytes of %d interrupted upload(s)", swept)
 
-    def run(self) -> None:
+    # --- loops ---------------------------------------------------------------------------
+    def _guarded(self, what: str, func, *args) -> int:  # type: ignore[no-untyped-def]
+        try:
+            return int(func(*args) or 0)
+        except Exception:  # a bad round must not kill the daemon
+            log.exception("%s round failed", what)
+            return 0
+
+    def _transfer_loop(self, sessions: sessionmaker[Session]) -> None:
+        with ThreadPoolExecutor(self.settings.transfer_threads, "vre-transfer") as pool:
+            while not self._stop.is_set():
+                if not self._guarded("transfer", self.transfer_batch, sessions, pool):
+                    self._stop.wait(min(self.settings.worker_interval, 0.5))
+
+    def run(self, *, once: bool = False) -> None:
         engine = make_engine(self.settings.resolved_database_url())
         migrate(engine)
         sessions = make_sessionmaker(engine)
-        log.info("worker started")
-        while True:
-            try:
-                self.run_once(sessions)
-            except Exception:  # a bad round must not kill the daemon
-                log.exception("worker round failed")
-            if self._stop.wait(self.interval):
-                break
+        log.info("worker %s started", self.name)
+        if once:
+            self._guarded("housekeeping", self.housekeeping, sessions)
+            with ThreadPoolExecutor(self.settings.transfer_threads) as pool:
+                while self._guarded("transfer", self.transfer_batch, sessions, pool):
+                    pass
+            self._guarded("housekeeping", self.housekeeping, sessions)
+        else:
+            mover = threading.Thread(target=self._transfer_loop, args=(sessions,), daemon=True)
+            mover.start()
+            while True:
+                self._guarded("housekeeping", self.housekeeping, sessions)
+                if self._stop.wait(self.settings.worker_interval):
+                    break
+            mover.join(timeout=60)
         engine.dispose()
-        log.info("worker stopped")
+        log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,8 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from vre.api.app import create_app
+from vre.config import Settings
 from vre.db import transaction
 from vre.errors import Conflict, Forbidden, Invalid, NotFound
 from vre.identity.models import Account
@@ -52,8 +55,11 @@ def test_add_rse(
                 "",
                 "/plain/path",
                 "relative/path",
-                "http://host/path",
-                "s3://bucket",
+                "ftp://host/path",
+                "http:///no-host",
+                "davs://user:secret@host/path",
+                "s3://Bad_Bucket",
+                "s3://bucket:9000/path",
                 "file://host/path",
                 "file:relative",
                 "root://host/single-slash",
@@ -189,3 +195,105 @@ def test_resolve(sessions: sessionmaker[Session], root: Account, tmp_path: Path)
         # attributes changed later are seen by the next resolution
         rses.set_attribute(session, root, "XRD_1", "site", "CERN")
         assert rses.resolve(session, "site=CERN&type=disk") == ["CERN-DISK", "XRD_1"]
+
+
+S3_OPTIONS = {"endpoint_url": "http://127.0.0.1:9000", "key": "AKID", "secret": "s3cr3t-value"}
+
+
+def test_options(
+    sessions: sessionmaker[Session], root: Account, alice: Account, tmp_path: Path
+) -> None:
+    with transaction(sessions) as session:
+        rse = rses.add(session, root, "S3", "s3://bucket/vre", {"type": "disk"}, S3_OPTIONS)
+        rses.add(
+            session, root, "DAV", "davs://dav.example.org:2880/data", None, {"verify": "false"}
+        )
+        rses.add(session, root, "PLAIN", "http://127.0.0.1:8080/dav")
+    with transaction(sessions) as session:
+        rse = rses.get(session, "S3")
+        assert rse.options == S3_OPTIONS  # stored for the storage layer
+        assert rses.option_keys(rse) == ["endpoint_url", "key", "secret"]
+        assert rses.option_keys(rses.get(session, "PLAIN")) == []
+        assert rses.get(session, "DAV").options == {"verify": "false"}
+        rses.set_options(session, root, "S3", {**S3_OPTIONS, "secret": "rotated", "region": "x"})
+    with transaction(sessions) as session:
+        assert rses.get(session, "S3").options["secret"] == "rotated"
+        assert rses.option_keys(rses.get(session, "S3")) == [
+            "endpoint_url",
+            "key",
+            "region",
+            "secret",
+        ]
+    refused = [
+        (Forbidden, lambda s: rses.add(s, alice, "MINE", "s3://bucket", None, S3_OPTIONS)),
+        (Forbidden, lambda s: rses.set_options(s, alice, "S3", {"secret": "stolen"})),
+        (NotFound, lambda s: rses.set_options(s, root, "NOPE", {})),
+        (Invalid, lambda s: rses.add(s, root, "NEW", "s3://bucket", None, {"endpoint": "x"})),
+        (Invalid, lambda s: rses.add(s, root, "NEW", tmp_path.as_uri(), None, {"key": "k"})),
+        (Invalid, lambda s: rses.add(s, root, "NEW", "davs://h/x", None, {"username": "u"})),
+        (Invalid, lambda s: rses.add(s, root, "NEW", "s3://bucket", None, {"key": ""})),
+        (Invalid, lambda s: rses.set_options(s, root, "S3", {"verify": "x", "bogus": "y"})),
+        (Invalid, lambda s: rses.set_options(s, root, "PLAIN", {"endpoint_url": "http://x"})),
+    ]
+    for error, call in refused:
+        with pytest.raises(error), transaction(sessions) as session:
+            call(session)
+    with transaction(sessions) as session:
+        assert [r.name for r in rses.list_all(session)] == ["DAV", "PLAIN", "S3"]
+        assert rses.get(session, "S3").options["secret"] == "rotated"  # nothing changed
+        rses.set_options(session, root, "S3", {})
+    with transaction(sessions) as session:
+        assert rses.get(session, "S3").options == {}
+
+
+def test_options_are_never_returned_by_the_api(db_url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", database_url=db_url, root_password="root-pass-1")
+    with TestClient(create_app(settings)) as client:
+
+        def login(account: str, password: str) -> dict[str, str]:
+            body = {"account": account, "password": password}
+            answer = client.post("/api/v1/auth/login", json=body)
+            assert answer.status_code == 201, answer.text
+            return {"Authorization": f"Bearer {answer.json()['token']}"}
+
+        root = login("root", "root-pass-1")
+        body = {"name": "alice", "password": "alice-password"}
+        assert client.post("/api/v1/accounts", json=body, headers=root).status_code == 201
+        alice = login("alice", "alice-password")
+        rse = {"name": "S3", "prefix": "s3://bucket/vre", "options": S3_OPTIONS}
+        assert client.post("/api/v1/rses", json=rse, headers=alice).status_code == 403
+        created = client.post("/api/v1/rses", json=rse, headers=root)
+        assert created.status_code == 201, created.text
+        assert created.json()["options"] == ["endpoint_url", "key", "secret"]
+        bad = {**rse, "name": "S3B", "options": {"endpiont_url": "http://x"}}
+        refused = client.post("/api/v1/rses", json=bad, headers=root)
+        assert refused.status_code == 400 and "endpiont_url" in refused.json()["message"]
+        bad = {**rse, "name": "S3C", "prefix": "gopher://bucket"}
+        assert client.post("/api/v1/rses", json=bad, headers=root).json()["error"] == "invalid"
+        update = {"options": {**S3_OPTIONS, "secret": "rotated-secret"}}
+        answer = client.put("/api/v1/rses/S3/options", json=update, headers=alice)
+        assert answer.status_code == 403
+        answer = client.put("/api/v1/rses/S3/options", json=update, headers=root)
+        assert answer.status_code == 200 and answer.json()["options"] == [
+            "endpoint_url",
+            "key",
+            "secret",
+        ]
+        answers = [
+            created,
+            answer,
+            client.get("/api/v1/rses", headers=alice),
+            client.get("/api/v1/rses/S3", headers=alice),
+            client.get("/api/v1/rses/S3", headers=root),
+            client.get("/api/v1/rses?expression=S3", headers=root),
+            client.put("/api/v1/rses/S3/attributes/site", json={"value": "X"}, headers=root),
+        ]
+        for shown in answers:
+            assert shown.status_code in (200, 201), shown.text
+            for secret in ("s3cr3t-value", "rotated-secret", "AKID", "127.0.0.1:9000"):
+                assert secret not in shown.text
+        assert client.get("/api/v1/rses/S3", headers=alice).json()["options"] == [
+            "endpoint_url",
+            "key",
+            "secret",
+        ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from vre import __version__
-from vre.cli import catalogue, data, identity, processes, rse
+from vre.cli import catalogue, data, identity, processes, rse, rules
 
 app = typer.Typer(
     name="vre",
@@ -34,6 +34,11 @@ app.add_typer(rse.rse_app, name="rse")
 app.command()(data.upload)
 app.command()(data.download)
 app.command()(data.replicas)
+app.command("erase")(rules.erase)
+app.add_typer(rules.rule_app, name="rule")
+app.add_typer(rules.quota_app, name="quota")
+app.command("transfers")(rules.transfers_cmd)
+app.command("reaper")(rules.reaper_cmd)
 
 
 @app.command()

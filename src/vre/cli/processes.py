@@ -6,7 +6,6 @@ import logging
 import signal
 import threading
 import time
-from datetime import timedelta
 
 import typer
 
@@ -26,23 +25,34 @@ def serve(
 
 
 def worker(
-    interval: float = typer.Option(5.0, help="Seconds between rounds of background work."),
-    upload_grace: float = typer.Option(
-        3600, help="Seconds before an unfinished upload counts as dead and its bytes go."
+    interval: float | None = typer.Option(None, help="Seconds between housekeeping rounds."),
+    threads: int | None = typer.Option(None, help="Parallel transfers (VRE_TRANSFER_THREADS)."),
+    upload_grace: float | None = typer.Option(
+        None, help="Seconds before an unfinished upload counts as dead and its bytes go."
     ),
-    once: bool = typer.Option(False, "--once", help="Do one round and exit (for cron/scripts)."),
+    reaper_grace: float | None = typer.Option(
+        None, help="Seconds a replica no lock holds is kept before the reaper deletes it."
+    ),
+    once: bool = typer.Option(False, "--once", help="Do one round of everything and exit."),
 ) -> None:
-    """Run the background daemons until interrupted."""
+    """Run the background daemons (transfers, rules, reaper) until interrupted."""
     from vre.config import get_settings
     from vre.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    daemon = Worker(get_settings(), interval=interval, upload_grace=timedelta(seconds=upload_grace))
-    if once:
-        daemon.stop()
+    overrides = {
+        "worker_interval": interval,
+        "transfer_threads": threads,
+        "upload_grace": upload_grace,
+        "reaper_grace": reaper_grace,
+    }
+    settings = get_settings().model_copy(
+        update={k: v for k, v in overrides.items() if v is not None}
+    )
+    daemon = Worker(settings)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.stop())
-    daemon.run()
+    daemon.run(once=once)
 
 
 def up(

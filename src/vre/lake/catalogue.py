@@ -14,7 +14,15 @@ from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.lake import meta, scopes
-from vre.lake.models import CONTAINER, DATASET, DID, DID_TYPES, FILE, Attachment
+from vre.lake.models import (
+    CONTAINER,
+    DATASET,
+    DID,
+    DID_TYPES,
+    FILE,
+    Attachment,
+    CollectionUpdate,
+)
 from vre.lake.names import check_name, check_scope, parse_pattern
 
 CHUNK = 2000  # pairs per IN clause: well inside SQLite's variable limit
@@ -177,6 +185,8 @@ def link(session: Session, parent_id: int, child_ids: Sequence[int]) -> int:
         if i not in existing
     ]
     bulk.insert_rows(session, Attachment.__table__, new)
+    if new:  # rules over this collection pick the new files up (the worker evaluates them)
+        session.add(CollectionUpdate(parent_id=parent_id))
     return len(new)
 
 
@@ -203,6 +213,7 @@ def detach(
     session.execute(
         delete(Attachment).where(Attachment.parent_id == parent.id, Attachment.child_id.in_(ids))
     )
+    session.add(CollectionUpdate(parent_id=parent.id))
     return len(ids)
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Float,
@@ -14,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -48,6 +51,7 @@ class DID(Base):
     adler32: Mapped[str | None] = mapped_column(String(8), nullable=True)
     md5: Mapped[str | None] = mapped_column(String(32), nullable=True)
     is_open: Mapped[bool] = mapped_column(Boolean, default=True)
+    obsolete: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -86,6 +90,8 @@ class RSE(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(1024))
+    # Protocol settings handed to fsspec (endpoint, credentials): set by admins, never shown.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -108,6 +114,10 @@ class Replica(Base):
     rse_id: Mapped[int] = mapped_column(ForeignKey("rses.id"), primary_key=True, index=True)
     state: Mapped[str] = mapped_column(String(16), default=AVAILABLE)
     path: Mapped[str] = mapped_column(String(1024))
+    # How many rule locks hold this replica; at zero the tombstone says since when it is
+    # free to go (None: never registered as a deletion candidate, like Rucio's).
+    lock_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tombstone: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -121,4 +131,14 @@ class PendingUpload(Base):
     rse_id: Mapped[int] = mapped_column(ForeignKey("rses.id"))
     path: Mapped[str] = mapped_column(String(1024))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CollectionUpdate(Base):
+    """A file attached to or detached from a collection: rules over it must look again."""
+
+    __tablename__ = "collection_updates"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    parent_id: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -36,7 +36,13 @@ def add(
     name: str,
     prefix: str,
     attributes: dict[str, str] | None = None,
+    options: dict[str, str] | None = None,
 ) -> RSE:
+    """A new storage element; ``options`` are protocol settings (endpoint, credentials).
+
+    Options may hold secrets: they are stored for the storage layer and never shown
+    (``option_keys`` tells which are set).
+    """
     require_admin(actor)
     if not RSE_NAME.match(name or ""):
         raise Invalid(
@@ -44,10 +50,11 @@ def add(
             " or digit"
         )
     prefix = storage.check_prefix(prefix)
+    checked = storage.check_options(prefix, options)
     attrs = _check_attributes(attributes or {})
     if session.scalar(select(RSE.id).where(RSE.name == name)) is not None:
         raise Conflict(f"RSE {name!r} already exists")
-    rse = RSE(name=name, prefix=prefix)
+    rse = RSE(name=name, prefix=prefix, options=checked)
     session.add(rse)
     session.flush()
     session.add_all(RSEAttribute(rse_id=rse.id, key=k, value=v) for k, v in attrs.items())
@@ -80,6 +87,19 @@ def all_with_attributes(session: Session) -> dict[str, dict[str, str]]:
 
 def list_all(session: Session) -> list[RSE]:
     return list(session.scalars(select(RSE).order_by(RSE.name)))
+
+
+def option_keys(rse: RSE) -> list[str]:
+    """Which protocol options an RSE has; their values are never shown."""
+    return sorted(rse.options or {})
+
+
+def set_options(session: Session, actor: Account, name: str, options: dict[str, str]) -> RSE:
+    """Replace all protocol options of an RSE (``{}`` clears them); admin only."""
+    require_admin(actor)
+    rse = get(session, name)
+    rse.options = storage.check_options(rse.prefix, options)  # a new dict: the JSON changes
+    return rse
 
 
 def set_attribute(session: Session, actor: Account, name: str, key: str, value: str) -> None:

@@ -10,17 +10,18 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-import fsspec
 from fsspec import AbstractFileSystem
 
 from vre.errors import Invalid, StorageError
+from vre.lake import protocols
 from vre.lake.checksums import Checksummer
 
-SCHEMES = ("file", "root")
+SCHEMES = protocols.SCHEMES
 CHUNK = 4 * 1024 * 1024
 
 
@@ -31,19 +32,8 @@ class Stored:
     md5: str
 
 
-def check_prefix(prefix: str) -> str:
-    """An RSE prefix must be an absolute URL of a protocol we can speak."""
-    parts = urlsplit(prefix)
-    if parts.scheme not in SCHEMES:
-        raise Invalid(
-            f"unsupported storage URL {prefix!r}: the scheme must be one of "
-            + ", ".join(f"{s}://" for s in SCHEMES)
-        )
-    if parts.scheme == "file" and (parts.netloc or not parts.path.startswith("/")):
-        raise Invalid(f"invalid file URL {prefix!r}: expected file:///absolute/path")
-    if parts.scheme == "root" and (not parts.netloc or not parts.path.startswith("//")):
-        raise Invalid(f"invalid XRootD URL {prefix!r}: expected root://host:port//path")
-    return prefix.rstrip("/") if parts.path.rstrip("/") else prefix
+check_prefix = protocols.check_prefix  # (prefix) -> normalised prefix, or Invalid
+check_options = protocols.check_options  # (prefix, options) -> dict[str, str], or Invalid
 
 
 def join(prefix: str, path: str) -> str:
@@ -54,12 +44,14 @@ def join(prefix: str, path: str) -> str:
     return prefix.rstrip("/") + "/" + path
 
 
-def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+def filesystem(
+    url: str, *, options: Mapping[str, Any] | None = None
+) -> tuple[AbstractFileSystem, str]:
+    """The filesystem serving ``url`` (cached per scheme, host and options) and the path."""
     try:
-        fs, path = fsspec.core.url_to_fs(url)
-    except (ValueError, ImportError) as exc:
+        return protocols.filesystem(url, options)
+    except (ValueError, TypeError, ImportError) as exc:
         raise StorageError(f"cannot open storage {url!r}: {exc}") from exc
-    return fs, path
 
 
 def local_path(url: str) -> str | None:
@@ -72,26 +64,34 @@ def part_url(url: str, tag: str) -> str:
     return f"{url}.vre-part-{tag}"
 
 
-def write_part(url: str, chunks: Iterable[bytes], *, tag: str) -> Stored:
+def write_part(
+    url: str, chunks: Iterable[bytes], *, tag: str, options: Mapping[str, Any] | None = None
+) -> Stored:
     """Stream ``chunks`` to the temporary name of ``url``, with checksums.
 
     On any failure (including an interrupted client) the partial file is removed.
     """
-    fs, path = filesystem(url)
-    _, part = filesystem(part_url(url, tag))
+    fs, path = filesystem(url, options=options)
+    _, part = filesystem(part_url(url, tag), options=options)
     summer = Checksummer()
     try:
-        fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        with fs.open(part, "wb") as handle:
+        protocols.makedirs(fs, posixpath.dirname(path))
+        handle = fs.open(part, "wb")
+        try:
             for chunk in chunks:
                 if chunk:
                     summer.update(chunk)
                     handle.write(chunk)
             _sync(handle)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                protocols.abandon(handle)  # do not publish half a file
+            raise
+        handle.close()  # remote protocols upload or complete here
     except BaseException as exc:
         summer.close()
         _quiet_rm(fs, part)
-        if isinstance(exc, OSError):
+        if isinstance(exc, protocols.errors()):
             raise StorageError(f"writing {url} failed: {exc}") from exc
         raise
     return Stored(bytes=summer.bytes, adler32=summer.adler32, md5=summer.md5)
@@ -108,55 +108,57 @@ def _sync(handle: object) -> None:
         os.fsync(fileno())
 
 
-def commit_part(url: str, tag: str) -> None:
-    """Move a complete temporary file to its real name (an atomic rename)."""
-    fs, path = filesystem(url)
-    _, part = filesystem(part_url(url, tag))
+def commit_part(url: str, tag: str, *, options: Mapping[str, Any] | None = None) -> None:
+    """Move a complete temporary file to its real name (a rename; copy + delete on S3)."""
+    fs, path = filesystem(url, options=options)
+    _, part = filesystem(part_url(url, tag), options=options)
     try:
-        fs.mv(part, path)
-    except OSError as exc:
+        protocols.move(fs, part, path)
+    except protocols.errors() as exc:
         raise StorageError(f"moving {url} into place failed: {exc}") from exc
     finally:
         invalidate(fs)
 
 
-def discard_part(url: str, tag: str) -> None:
-    fs, part = filesystem(part_url(url, tag))
+def discard_part(url: str, tag: str, *, options: Mapping[str, Any] | None = None) -> None:
+    fs, part = filesystem(part_url(url, tag), options=options)
     _quiet_rm(fs, part)
 
 
-def read(url: str, chunk_size: int = CHUNK) -> Iterator[bytes]:
-    fs, path = filesystem(url)
+def read(
+    url: str, chunk_size: int = CHUNK, *, options: Mapping[str, Any] | None = None
+) -> Iterator[bytes]:
+    fs, path = filesystem(url, options=options)
     try:
         with fs.open(path, "rb", block_size=chunk_size) as handle:
             while chunk := handle.read(chunk_size):
                 yield chunk
     except FileNotFoundError as exc:
         raise StorageError(f"{url} is missing on its storage element") from exc
-    except OSError as exc:
+    except protocols.errors() as exc:
         raise StorageError(f"reading {url} failed: {exc}") from exc
 
 
-def delete(url: str) -> None:
+def delete(url: str, *, options: Mapping[str, Any] | None = None) -> None:
     """Remove one file; a file already gone counts as deleted."""
-    fs, path = filesystem(url)
+    fs, path = filesystem(url, options=options)
     try:
         if fs.exists(path):
             fs.rm_file(path)
-    except OSError as exc:
+    except protocols.errors() as exc:
         raise StorageError(f"deleting {url} failed: {exc}") from exc
     finally:
         invalidate(fs)
 
 
-def exists(url: str) -> bool:
-    fs, path = filesystem(url)
+def exists(url: str, *, options: Mapping[str, Any] | None = None) -> bool:
+    fs, path = filesystem(url, options=options)
     invalidate(fs)
     return bool(fs.exists(path))
 
 
-def size(url: str) -> int:
-    fs, path = filesystem(url)
+def size(url: str, *, options: Mapping[str, Any] | None = None) -> int:
+    fs, path = filesystem(url, options=options)
     invalidate(fs)
     return int(fs.size(path))
 

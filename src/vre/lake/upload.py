@@ -21,13 +21,34 @@ from sqlalchemy.orm import Session, sessionmaker
 from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid
 from vre.identity.models import Account
-from vre.lake import catalogue, meta, rses, scopes, storage
+from vre.lake import catalogue, meta, rses, rules, scopes, storage
 from vre.lake.checksums import check_adler32, check_md5
 from vre.lake.models import AVAILABLE, DATASET, DID, FILE, PendingUpload, Replica, Scope
 from vre.lake.names import check_name, deterministic_path
 from vre.lake.replicas import same_content
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where the bytes of one upload go: the final URL and its temporary twin."""
+
+    url: str
+    tag: str
+    options: dict[str, Any]
+
+    def write(self, chunks: Iterable[bytes]) -> storage.Stored:
+        return storage.write_part(self.url, chunks, tag=self.tag, options=self.options)
+
+    def commit(self) -> None:
+        storage.commit_part(self.url, self.tag, options=self.options)
+
+    def discard(self) -> None:
+        storage.discard_part(self.url, self.tag, options=self.options)
+
+    def delete(self) -> None:
+        storage.delete(self.url, options=self.options)
 
 
 @dataclass
@@ -73,15 +94,13 @@ def upload(
             check_name(dataset[1])
         rse = rses.get(session, rse_name)
         path = deterministic_path(scope, name)
-        url = storage.join(rse.prefix, path)
         pending = PendingUpload(rse_id=rse.id, path=path, account_id=actor.id)
         session.add(pending)
         session.flush()
-        tag = str(pending.id)
+        target = _Target(storage.join(rse.prefix, path), str(pending.id), dict(rse.options or {}))
         pending_id = pending.id
-    stored = None
     try:
-        stored = storage.write_part(url, chunks, tag=tag)
+        stored = target.write(chunks)
         for kind, want, got in (("adler32", adler32, stored.adler32), ("md5", md5, stored.md5)):
             if want and want != got:
                 raise Invalid(
@@ -97,15 +116,14 @@ def upload(
                 name,
                 rse.id,
                 rse_name,
-                url,
+                target,
                 stored,
                 dataset,
                 meta_values,
-                tag,
             )
         return result
     except BaseException:
-        storage.discard_part(url, tag)
+        target.discard()
         with transaction(factory) as session:
             session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
         raise
@@ -119,11 +137,10 @@ def _register(
     name: str,
     rse_id: int,
     rse_name: str,
-    url: str,
+    target: _Target,
     stored: storage.Stored,
     dataset: tuple[str, str] | None,
     meta_values: dict[str, Any] | None,
-    tag: str,
 ) -> UploadResult:
     # The first statement writes, so SQLite takes its write lock before we read;
     # PostgreSQL serialises concurrent uploads into one scope on the scope row.
@@ -139,9 +156,16 @@ def _register(
             )
         replica = session.get(Replica, (did.id, rse_id))
         if replica is not None and replica.state == AVAILABLE:
-            storage.discard_part(url, tag)
+            target.discard()
             return UploadResult(
-                scope, name, rse_name, stored.bytes, stored.adler32, stored.md5, url, created=False
+                scope,
+                name,
+                rse_name,
+                stored.bytes,
+                stored.adler32,
+                stored.md5,
+                target.url,
+                created=False,
             )
     else:
         did = DID(
@@ -170,14 +194,16 @@ def _register(
     else:
         replica.state, replica.updated_at = AVAILABLE, utcnow()
     session.flush()
-    storage.commit_part(url, tag)
+    # Like `rucio upload`: the uploader's rule keeps the new replica (and counts on quota).
+    rules.add(session, actor, scope, name, rse_name, comment="upload")
+    target.commit()
     try:
         session.commit()
     except BaseException:
-        storage.delete(url)
+        target.delete()
         raise
     return UploadResult(
-        scope, name, rse_name, stored.bytes, stored.adler32, stored.md5, url, created=created
+        scope, name, rse_name, stored.bytes, stored.adler32, stored.md5, target.url, created=created
     )
 
 
@@ -193,13 +219,13 @@ def sweep_pending(factory: sessionmaker[Session], older_than: timedelta) -> int:
             rse = session.get(rses.RSE, row.rse_id)
             if rse is None:
                 continue
-            url = storage.join(rse.prefix, row.path)
-            storage.discard_part(url, str(row.id))
+            target = _Target(storage.join(rse.prefix, row.path), str(row.id), rse.options or {})
+            target.discard()
             registered = session.scalar(
                 select(Replica.did_id).where(Replica.rse_id == rse.id, Replica.path == row.path)
             )
             if registered is None:
-                storage.delete(url)
+                target.delete()
             session.delete(row)
             swept += 1
             log.info("swept interrupted upload %s on %s", row.path, rse.name)

@@ -135,6 +135,7 @@ def get_file(
             raise Invalid(f"{scope}:{name} is a {did.type}: download its files one by one")
         chosen, replica = replicas.pick_available(session, did, rse)
         url = storage.join(chosen.prefix, replica.path)
+        options = dict(chosen.options or {})
     headers = {
         "Content-Length": str(did.bytes),
         "X-VRE-Adler32": did.adler32 or "",
@@ -142,5 +143,5 @@ def get_file(
         "X-VRE-RSE": chosen.name,
     }
     return StreamingResponse(
-        storage.read(url), media_type="application/octet-stream", headers=headers
+        storage.read(url, options=options), media_type="application/octet-stream", headers=headers
     )

@@ -1,0 +1,132 @@
+"""Quotas per account and RSE, and the usage that rule locks add up to.
+
+No quota row means no limit (the laptop default); an admin sets limits where
+storage is shared. Usage counts the bytes of every lock an account's rules hold.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from vre.errors import Invalid, QuotaExceeded
+from vre.identity import accounts
+from vre.identity.models import Account
+from vre.identity.tokens import require_admin
+from vre.lake import rses
+from vre.lake.models import RSE
+from vre.lake.rule_models import Quota, Usage
+
+
+@dataclass
+class QuotaView:
+    account: str
+    rse: str
+    limit: int | None
+    used: int
+    files: int
+
+
+def set_quota(session: Session, actor: Account, account: str, rse_name: str, limit: int) -> None:
+    require_admin(actor)
+    if limit < 0:
+        raise Invalid("a quota must not be negative")
+    owner = accounts.get(session, account)
+    rse = rses.get(session, rse_name)
+    row = session.get(Quota, (owner.id, rse.id))
+    if row is None:
+        session.add(Quota(account_id=owner.id, rse_id=rse.id, bytes=limit))
+    else:
+        row.bytes = limit
+
+
+def show(session: Session, actor: Account, account: str | None = None) -> list[QuotaView]:
+    """Quotas and usage of one account (yours unless you are an admin)."""
+    name = account or actor.name
+    if name != actor.name and not actor.is_admin:
+        raise Invalid("only an admin can look at another account's quotas")
+    owner = accounts.get(session, name)
+    limits = dict(
+        session.execute(select(Quota.rse_id, Quota.bytes).where(Quota.account_id == owner.id)).all()
+    )
+    used = {
+        r.rse_id: (r.bytes, r.files)
+        for r in session.scalars(select(Usage).where(Usage.account_id == owner.id))
+    }
+    names = dict(session.execute(select(RSE.id, RSE.name)).all())
+    return [
+        QuotaView(owner.name, names[i], limits.get(i), *used.get(i, (0, 0)))
+        for i in sorted(set(limits) | set(used), key=lambda i: names[i])
+    ]
+
+
+def free(session: Session, account_id: int, rse_ids: Iterable[int]) -> dict[int, float]:
+    """Bytes the account may still lock per RSE (infinite without a quota)."""
+    ids = list(rse_ids)
+    limits = dict(
+        session.execute(
+            select(Quota.rse_id, Quota.bytes).where(
+                Quota.account_id == account_id, Quota.rse_id.in_(ids)
+            )
+        ).all()
+    )
+    used = dict(
+        session.execute(
+            select(Usage.rse_id, Usage.bytes).where(
+                Usage.account_id == account_id, Usage.rse_id.in_(ids)
+            )
+        ).all()
+    )
+    return {i: (limits[i] - used.get(i, 0)) if i in limits else float("inf") for i in ids}
+
+
+def require(session: Session, account_id: int, needed: dict[int, int]) -> None:
+    """Refuse, naming the RSE, limit and usage, if new locks would not fit."""
+    if not needed:
+        return
+    limits = dict(
+        session.execute(
+            select(Quota.rse_id, Quota.bytes).where(
+                Quota.account_id == account_id, Quota.rse_id.in_(list(needed))
+            )
+        ).all()
+    )
+    for rse_id, want in needed.items():
+        if rse_id not in limits:
+            continue
+        usage = session.get(Usage, (account_id, rse_id))
+        used = usage.bytes if usage else 0
+        if used + want > limits[rse_id]:
+            name = session.get(RSE, rse_id).name  # type: ignore[union-attr]
+            raise QuotaExceeded(
+                f"quota exceeded on {name}: limit {limits[rse_id]} bytes, {used} used,"
+                f" {want} more needed"
+            )
+
+
+def add_usage(session: Session, account_id: int, deltas: dict[int, tuple[int, int]]) -> None:
+    """Move usage by (bytes, files) per RSE; one statement per RSE touched."""
+    for rse_id, (size, files) in deltas.items():
+        if not size and not files:
+            continue
+        if session.get(Usage, (account_id, rse_id)) is None:
+            session.add(Usage(account_id=account_id, rse_id=rse_id, bytes=0, files=0))
+            session.flush()
+        session.execute(
+            update(Usage)
+            .where(Usage.account_id == account_id, Usage.rse_id == rse_id)
+            .values(bytes=Usage.bytes + size, files=Usage.files + files)
+        )
+
+
+def tally(rows: Iterable[tuple[int, int]]) -> dict[int, tuple[int, int]]:
+    """(rse_id, bytes) pairs → per-RSE (bytes, files)."""
+    totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for rse_id, size in rows:
+        totals[rse_id][0] += size
+        totals[rse_id][1] += 1
+    return {k: (v[0], v[1]) for k, v in totals.items()}

@@ -1,0 +1,159 @@
+"""Deletion: the reaper removes replicas no lock holds, storage first, catalogue second.
+
+A replica becomes a candidate when its last lock goes (it gets a tombstone) and the
+grace period has passed. A storage delete that fails leaves the row in place, so
+the next round tries again: bytes are never forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from vre.db import transaction, utcnow
+from vre.errors import Conflict, Invalid
+from vre.identity.models import Account
+from vre.lake import catalogue, rules, scopes, storage
+from vre.lake.models import COPYING, DID, FILE, RSE, Attachment, CollectionUpdate, Replica
+from vre.lake.rule_models import Lock, Rule
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    did_id: int
+    rse_id: int
+    did: str
+    rse: str
+    url: str
+    bytes: int
+    tombstone: str
+    options: dict[str, Any]
+
+
+def candidates(session: Session, grace: timedelta, limit: int = 1000) -> list[Candidate]:
+    cutoff = utcnow() - grace
+    query = (
+        select(Replica, DID.scope, DID.name, DID.bytes, RSE.name, RSE.prefix, RSE.options)
+        .join(DID, DID.id == Replica.did_id)
+        .join(RSE, RSE.id == Replica.rse_id)
+        .where(
+            Replica.lock_count == 0,
+            Replica.tombstone.is_not(None),
+            Replica.tombstone <= cutoff,
+            Replica.state != COPYING,
+        )
+        .order_by(Replica.tombstone)
+        .limit(limit)
+    )
+    return [
+        Candidate(
+            r.did_id,
+            r.rse_id,
+            f"{scope}:{name}",
+            rse,
+            storage.join(prefix, r.path),
+            size or 0,
+            r.tombstone.isoformat(),
+            options or {},
+        )
+        for r, scope, name, size, rse, prefix, options in session.execute(query)
+    ]
+
+
+def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) -> list[Candidate]:
+    """Delete what is due; returns what was deleted."""
+    with transaction(factory) as session:
+        due = candidates(session, grace, limit)
+    deleted = []
+    for item in due:
+        try:
+            with transaction(factory) as session:
+                # Take the row first (a write): a rule that locked it meanwhile wins.
+                taken = session.execute(
+                    update(Replica)
+                    .where(
+                        Replica.did_id == item.did_id,
+                        Replica.rse_id == item.rse_id,
+                        Replica.lock_count == 0,
+                        Replica.tombstone.is_not(None),
+                    )
+                    .values(updated_at=utcnow())
+                )
+                if taken.rowcount != 1:  # type: ignore[attr-defined]
+                    continue
+                storage.delete(item.url, options=item.options)
+                session.execute(
+                    delete(Replica).where(
+                        Replica.did_id == item.did_id, Replica.rse_id == item.rse_id
+                    )
+                )
+                _drop_if_last(session, item.did_id)
+            deleted.append(item)
+        except storage.StorageError as exc:
+            log.warning("reaper: %s on %s stays for the next round: %s", item.did, item.rse, exc)
+    return deleted
+
+
+def _drop_if_last(session: Session, did_id: int) -> None:
+    """An erased (obsolete) file goes from the catalogue with its last replica."""
+    did = session.get(DID, did_id)
+    if did is None or not did.obsolete:
+        return
+    left = session.scalar(select(func.count()).where(Replica.did_id == did_id))
+    if not left:
+        session.delete(did)
+
+
+def erase(session: Session, actor: Account, scope: str, name: str, *, force: bool = False) -> str:
+    """Delete a DID. With replicas (or content) it needs ``force``, and then the reaper
+    removes the bytes: rules on it are deleted and it leaves every collection."""
+    did = catalogue.writable(session, actor, scope, name)
+    if did.type == FILE:
+        count = session.scalar(select(func.count()).where(Replica.did_id == did.id)) or 0
+        if count and not force:
+            raise Conflict(
+                f"{scope}:{name} has {count} replica(s): use --force to delete it and its"
+                " replicas (the reaper removes the bytes)"
+            )
+    else:
+        children = session.scalar(select(func.count()).where(Attachment.parent_id == did.id)) or 0
+        if children and not force:
+            raise Conflict(f"{scope}:{name} is not empty ({children} DIDs): use --force")
+    for rule in session.scalars(select(Rule).where(Rule.did_id == did.id)):
+        if (
+            rule.account_id != actor.id
+            and not actor.is_admin
+            and not scopes.can_write(scopes.get(session, scope), actor)
+        ):
+            raise Invalid(f"rule {rule.id} on {scope}:{name} belongs to another account")
+        rules.release(session, rule)
+        session.delete(rule)
+    parents = list(
+        session.scalars(select(Attachment.parent_id).where(Attachment.child_id == did.id))
+    )
+    session.execute(delete(Attachment).where(Attachment.child_id == did.id))
+    session.add_all(CollectionUpdate(parent_id=p) for p in parents)
+    if did.type != FILE:
+        session.add(CollectionUpdate(parent_id=did.id))
+        session.execute(delete(Attachment).where(Attachment.parent_id == did.id))
+        session.delete(did)
+        return "deleted"
+    holders = session.scalars(
+        select(Rule).join(Lock, Lock.rule_id == Rule.id).where(Lock.did_id == did.id).distinct()
+    )
+    for rule in list(holders):  # rules on collections above it let go of this file
+        rules.release(session, rule, [did.id])
+        rules.recount(session, [rule.id])
+    did.obsolete = True
+    session.execute(update(Replica).where(Replica.did_id == did.id).values(tombstone=utcnow()))
+    if not session.scalar(select(func.count()).where(Replica.did_id == did.id)):
+        session.delete(did)
+        return "deleted"
+    return "queued for the reaper"

@@ -1,0 +1,394 @@
+"""Replication rules: "keep N copies of this DID on RSEs matching EXPR (until T)".
+
+A rule holds one lock per (file, RSE) it chose. A lock on an available replica is
+``ok``; otherwise a transfer is queued and the lock is ``replicating`` until the
+worker reports back (``stuck`` when it gave up). Evaluation is idempotent: it adds
+locks for files the rule covers but does not lock yet and releases locks of files
+it no longer covers, so attach, detach and crashes all heal by evaluating again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from vre import bulk
+from vre.db import utcnow
+from vre.errors import Forbidden, Invalid, NotFound, VREError
+from vre.identity import accounts
+from vre.identity.models import Account
+from vre.lake import catalogue, quotas, rses
+from vre.lake.models import AVAILABLE, BAD, COPYING, DID, RSE, CollectionUpdate, Replica
+from vre.lake.names import deterministic_path
+from vre.lake.rule_models import OK, QUEUED, REPLICATING, STUCK, SUBMITTED, Lock, Rule, Transfer
+
+MAX_COPIES = 10
+
+
+def add(
+    session: Session,
+    actor: Account,
+    scope: str,
+    name: str,
+    expression: str,
+    *,
+    copies: int = 1,
+    lifetime: float | None = None,
+    account: str | None = None,
+    comment: str = "",
+) -> Rule:
+    """Create a rule and its locks now; a rule that would exceed a quota is refused."""
+    owner = accounts.get(session, account) if account else actor
+    if owner.id != actor.id and not actor.is_admin:
+        raise Forbidden("only an admin can create a rule for another account")
+    did = catalogue.readable(session, actor, scope, name)
+    if not 1 <= copies <= MAX_COPIES:
+        raise Invalid(f"copies must be between 1 and {MAX_COPIES}")
+    if lifetime is not None and lifetime <= 0:
+        raise Invalid("lifetime must be a positive number of seconds")
+    selected = rses.resolve(session, expression)
+    if len(selected) < copies:
+        raise Invalid(
+            f"RSE expression {expression!r} selects {len(selected)} RSE(s), fewer than"
+            f" the {copies} copies asked for"
+        )
+    rule = Rule(
+        did_id=did.id,
+        account_id=owner.id,
+        rse_expression=expression,
+        copies=copies,
+        comment=comment[:512],
+        expires_at=utcnow() + timedelta(seconds=lifetime) if lifetime else None,
+    )
+    session.add(rule)
+    session.flush()
+    evaluate(session, rule, refuse_over_quota=True)
+    return rule
+
+
+def _rse_ids(session: Session, expression: str) -> list[int]:
+    names = rses.resolve(session, expression)
+    return list(session.scalars(select(RSE.id).where(RSE.name.in_(names)).order_by(RSE.name)))
+
+
+def evaluate(session: Session, rule: Rule, *, refuse_over_quota: bool = False) -> None:
+    """Bring the rule's locks in line with the files its DID covers today."""
+    did = session.get(DID, rule.did_id)
+    files = catalogue.files_of(session, [did]) if did is not None else []
+    sizes = {f.id: f.bytes or 0 for f in files}
+    locked: dict[int, list[int]] = defaultdict(list)
+    for did_id, rse_id in session.execute(
+        select(Lock.did_id, Lock.rse_id).where(Lock.rule_id == rule.id)
+    ):
+        locked[did_id].append(rse_id)
+    gone = [d for d in locked if d not in sizes]
+    if gone:
+        release(session, rule, gone)
+    new = [f for f in sizes if f not in locked]
+    if new:
+        try:
+            _lock(session, rule, new, sizes)
+        except VREError as exc:  # later files that do not fit: the rule is stuck, says why
+            if refuse_over_quota:
+                raise
+            rule.error = exc.message
+            rule.state = STUCK
+            return
+    recount(session, [rule.id])
+
+
+def _lock(session: Session, rule: Rule, file_ids: list[int], sizes: dict[int, int]) -> None:
+    candidates = _rse_ids(session, rule.rse_expression)
+    if len(candidates) < rule.copies:
+        raise Invalid(f"rule {rule.id}: {rule.rse_expression!r} selects too few RSEs")
+    present: dict[tuple[int, int], str] = {}
+    for start in range(0, len(file_ids), catalogue.CHUNK):
+        chunk = file_ids[start : start + catalogue.CHUNK]
+        for did_id, rse_id, state in session.execute(
+            select(Replica.did_id, Replica.rse_id, Replica.state).where(
+                Replica.did_id.in_(chunk), Replica.rse_id.in_(candidates)
+            )
+        ):
+            present[(did_id, rse_id)] = state
+    room = quotas.free(session, rule.account_id, candidates)
+    order = {rse_id: i for i, rse_id in enumerate(candidates)}
+    rank = {AVAILABLE: 0, COPYING: 1}
+    chosen: list[tuple[int, int]] = []
+    for did_id in file_ids:
+        best = sorted(
+            candidates,
+            key=lambda r: (rank.get(present.get((did_id, r), ""), 2), -room[r], order[r]),
+        )[: rule.copies]
+        for rse_id in best:
+            room[rse_id] -= sizes[did_id]
+            chosen.append((did_id, rse_id))
+    usage = quotas.tally((r, sizes[d]) for d, r in chosen)
+    quotas.require(session, rule.account_id, {r: u[0] for r, u in usage.items()})
+    bulk.insert_rows(
+        session,
+        Lock.__table__,
+        [
+            {
+                "rule_id": rule.id,
+                "did_id": d,
+                "rse_id": r,
+                "state": OK if present.get((d, r)) == AVAILABLE else REPLICATING,
+                "bytes": sizes[d],
+            }
+            for d, r in chosen
+        ],
+    )
+    quotas.add_usage(session, rule.account_id, usage)
+    _hold(session, [(d, r) for d, r in chosen if (d, r) in present], +1)
+    request_copies(session, rule, [(d, r) for d, r in chosen if present.get((d, r)) != AVAILABLE])
+
+
+def _by_rse(pairs: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = defaultdict(list)
+    for did_id, rse_id in pairs:
+        grouped[rse_id].append(did_id)
+    return grouped
+
+
+def _hold(session: Session, pairs: Sequence[tuple[int, int]], step: int) -> None:
+    """Move replica lock counts; a replica no lock holds gets its tombstone (reaper)."""
+    now = utcnow()
+    for rse_id, did_ids in _by_rse(pairs).items():
+        for start in range(0, len(did_ids), catalogue.CHUNK):
+            chunk = did_ids[start : start + catalogue.CHUNK]
+            where = (Replica.rse_id == rse_id, Replica.did_id.in_(chunk))
+            values: dict[str, Any] = {"lock_count": Replica.lock_count + step}
+            if step > 0:
+                values["tombstone"] = None
+            session.execute(update(Replica).where(*where).values(**values))
+            if step < 0:
+                session.execute(
+                    update(Replica)
+                    .where(*where, Replica.lock_count <= 0)
+                    .values(lock_count=0, tombstone=now)
+                )
+
+
+def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]]) -> None:
+    """Copying replicas and queued transfers for the locks that need bytes moved."""
+    if not pairs:
+        return
+    now = utcnow()
+    wanted = sorted({d for d, _ in pairs})
+    names: dict[int, tuple[str, str]] = {}
+    for start in range(0, len(wanted), catalogue.CHUNK):
+        query = select(DID.id, DID.scope, DID.name).where(
+            DID.id.in_(wanted[start : start + catalogue.CHUNK])
+        )
+        names.update({i: (sc, n) for i, sc, n in session.execute(query)})
+    existing = set()
+    active = set()
+    for rse_id, did_ids in _by_rse(pairs).items():
+        existing |= {
+            (d, rse_id)
+            for d in session.scalars(
+                select(Replica.did_id).where(Replica.rse_id == rse_id, Replica.did_id.in_(did_ids))
+            )
+        }
+        active |= {
+            (d, rse_id)
+            for d in session.scalars(
+                select(Transfer.did_id).where(
+                    Transfer.rse_id == rse_id,
+                    Transfer.did_id.in_(did_ids),
+                    Transfer.state.in_((QUEUED, SUBMITTED)),
+                )
+            )
+        }
+    bulk.insert_rows(
+        session,
+        Replica.__table__,
+        [
+            {
+                "did_id": d,
+                "rse_id": r,
+                "state": COPYING,
+                "path": deterministic_path(*names[d]),
+                "lock_count": 1,
+                "tombstone": None,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for d, r in pairs
+            if (d, r) not in existing
+        ],
+    )
+    for rse_id, did_ids in _by_rse([p for p in pairs if p in existing]).items():
+        session.execute(
+            update(Replica)
+            .where(
+                Replica.rse_id == rse_id,
+                Replica.did_id.in_(did_ids),
+                Replica.state.not_in((COPYING, BAD)),  # a bad one stays visible until repaired
+            )
+            .values(state=COPYING, updated_at=now)
+        )
+    bulk.insert_rows(
+        session,
+        Transfer.__table__,
+        [
+            {
+                "did_id": d,
+                "rse_id": r,
+                "account_id": rule.account_id,
+                "state": QUEUED,
+                "attempts": 0,
+                "bytes": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for d, r in pairs
+            if (d, r) not in active
+        ],
+    )
+
+
+def release(session: Session, rule: Rule, file_ids: Sequence[int] | None = None) -> None:
+    """Drop the rule's locks (all, or on these files) and give back their usage."""
+    query = select(Lock.did_id, Lock.rse_id, Lock.bytes).where(Lock.rule_id == rule.id)
+    if file_ids is not None:
+        query = query.where(Lock.did_id.in_(list(file_ids)))
+    rows = session.execute(query).all()
+    if not rows:
+        return
+    quotas.add_usage(
+        session,
+        rule.account_id,
+        {r: (-b, -f) for r, (b, f) in quotas.tally((r, b) for _, r, b in rows).items()},
+    )
+    pairs = [(d, r) for d, r, _ in rows]
+    for rse_id, did_ids in _by_rse(pairs).items():
+        session.execute(
+            delete(Lock).where(
+                Lock.rule_id == rule.id, Lock.rse_id == rse_id, Lock.did_id.in_(did_ids)
+            )
+        )
+    _hold(session, pairs, -1)
+
+
+def recount(session: Session, rule_ids: Sequence[int]) -> None:
+    """Rule state from its lock states: stuck beats replicating beats ok."""
+    counts: dict[int, dict[str, int]] = defaultdict(dict)
+    for rule_id, state, count in session.execute(
+        select(Lock.rule_id, Lock.state, func.count())
+        .where(Lock.rule_id.in_(list(rule_ids)))
+        .group_by(Lock.rule_id, Lock.state)
+    ):
+        counts[rule_id][state] = count
+    now = utcnow()
+    for rule_id in rule_ids:
+        c = counts.get(rule_id, {})
+        state = STUCK if c.get(STUCK) else REPLICATING if c.get(REPLICATING) else OK
+        session.execute(
+            update(Rule)
+            .where(Rule.id == rule_id)
+            .values(
+                state=state,
+                locks_ok=c.get(OK, 0),
+                locks_replicating=c.get(REPLICATING, 0),
+                locks_stuck=c.get(STUCK, 0),
+                updated_at=now,
+            )
+        )
+
+
+def get(session: Session, actor: Account, rule_id: int) -> Rule:
+    rule = session.get(Rule, rule_id)
+    if rule is None or (rule.account_id != actor.id and not actor.is_admin):
+        raise NotFound(f"rule {rule_id} does not exist")
+    return rule
+
+
+def remove(session: Session, actor: Account, rule_id: int) -> None:
+    """Delete a rule: its locks go, and replicas no lock holds become reaper candidates."""
+    rule = get(session, actor, rule_id)
+    release(session, rule)
+    session.delete(rule)
+
+
+def list_rules(
+    session: Session,
+    actor: Account,
+    *,
+    did: tuple[str, str] | None = None,
+    account: str | None = None,
+) -> list[tuple[Rule, str, str, str]]:
+    """Rules with (account name, scope, name); non-admins see their own only."""
+    query = (
+        select(Rule, Account.name, DID.scope, DID.name)
+        .join(Account, Account.id == Rule.account_id)
+        .join(DID, DID.id == Rule.did_id)
+    )
+    if not actor.is_admin:
+        query = query.where(Rule.account_id == actor.id)
+    if account:
+        query = query.where(Account.name == account)
+    if did:
+        query = query.where(DID.scope == did[0], DID.name == did[1])
+    return [tuple(row) for row in session.execute(query.order_by(Rule.id))]  # type: ignore[misc]
+
+
+def names_of(session: Session, rule: Rule) -> tuple[str, str]:
+    """(owner's account name, ``scope:name``) for display."""
+    account = session.get(Account, rule.account_id)
+    did = session.get(DID, rule.did_id)
+    return (account.name if account else "?", f"{did.scope}:{did.name}" if did else "?")
+
+
+def locks_of(session: Session, rule: Rule) -> list[dict[str, Any]]:
+    query = (
+        select(DID.scope, DID.name, RSE.name, Lock.state, Lock.bytes)
+        .join(DID, DID.id == Lock.did_id)
+        .join(RSE, RSE.id == Lock.rse_id)
+        .where(Lock.rule_id == rule.id)
+        .order_by(DID.scope, DID.name, RSE.name)
+    )
+    return [
+        {"scope": s, "name": n, "rse": r, "state": st, "bytes": b}
+        for s, n, r, st, b in session.execute(query)
+    ]
+
+
+def expire(session: Session) -> int:
+    """Delete rules whose lifetime has passed."""
+    expired = list(session.scalars(select(Rule).where(Rule.expires_at < utcnow())))
+    for rule in expired:
+        release(session, rule)
+        session.delete(rule)
+    return len(expired)
+
+
+def covering(session: Session, did_ids: Iterable[int]) -> list[Rule]:
+    """Rules on these DIDs or on any collection above them (locked for evaluation)."""
+    ids = set(did_ids)
+    for did_id in list(ids):
+        ids |= catalogue.ancestors(session, did_id)
+    query = select(Rule).where(Rule.did_id.in_(ids)).order_by(Rule.id)
+    return list(session.scalars(query.with_for_update()))
+
+
+def process_updates(session: Session, limit: int = 500) -> int:
+    """Evaluate the rules over collections whose content changed; returns updates done."""
+    pick = select(CollectionUpdate).order_by(CollectionUpdate.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    updates = list(session.scalars(pick))
+    if not updates:
+        return 0
+    for rule in covering(session, {u.parent_id for u in updates}):
+        evaluate(session, rule)
+    session.execute(
+        delete(CollectionUpdate).where(CollectionUpdate.id.in_([u.id for u in updates]))
+    )
+    return len(updates)

@@ -1,0 +1,332 @@
+"""Transfers: claiming queued requests, copying bytes, and reporting back.
+
+Claiming is one UPDATE whose first act is to take the rows (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL; SQLite serialises writers), stamping them with this worker
+and a lease. A worker extends its leases while it copies; one that dies stops
+extending, and after the lease runs out another worker takes the transfer over.
+Bytes land under a temporary name and only the catalogue update makes a replica
+``available``, so a killed worker never leaves an available replica half-written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from vre.db import utcnow
+from vre.identity.models import Account
+from vre.lake import rules, storage
+from vre.lake.models import AVAILABLE, BAD, DID, RSE, Replica
+from vre.lake.names import deterministic_path
+from vre.lake.rule_models import DONE, FAILED, QUEUED, REPLICATING, STUCK, SUBMITTED, Lock, Transfer
+
+MAX_ATTEMPTS = 5
+BACKOFF = 2.0  # seconds, doubled per attempt
+
+
+@dataclass
+class Source:
+    rse_id: int
+    rse: str
+    url: str
+    options: dict[str, Any]
+
+
+@dataclass
+class Job:
+    id: int
+    did_id: int
+    rse_id: int
+    did: str
+    bytes: int
+    adler32: str
+    url: str
+    options: dict[str, Any]
+    attempts: int
+    sources: list[Source] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    job: Job
+    done: bool
+    source: str | None = None
+    bytes: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    bad_sources: list[int] = field(default_factory=list)
+
+
+class TransferTool(Protocol):
+    """How bytes move; fsspec streaming today, third-party copy or FTS3 later."""
+
+    def copy(self, job: Job) -> Outcome: ...
+
+
+class StreamingTool:
+    """Stream source → destination through fsspec, checking adler32 on the way."""
+
+    def copy(self, job: Job) -> Outcome:
+        started = time.monotonic()
+        errors: list[str] = []
+        bad: list[int] = []
+        if not job.sources:
+            return Outcome(job, False, error="no available source replica")
+        tag = f"t{job.id}"
+        for source in job.sources:
+            try:
+                stored = storage.write_part(
+                    job.url,
+                    storage.read(source.url, options=source.options),
+                    tag=tag,
+                    options=job.options,
+                )
+            except storage.StorageError as exc:
+                errors.append(f"from {source.rse}: {exc.message}")
+                continue
+            if stored.adler32 != job.adler32 or stored.bytes != job.bytes:
+                storage.discard_part(job.url, tag, options=job.options)
+                bad.append(source.rse_id)
+                errors.append(
+                    f"checksum mismatch on {source.rse}: adler32 {stored.adler32},"
+                    f" catalogue says {job.adler32}"
+                )
+                continue
+            try:
+                storage.commit_part(job.url, tag, options=job.options)
+            except storage.StorageError as exc:
+                errors.append(exc.message)
+                break
+            return Outcome(
+                job, True, source.rse, stored.bytes, time.monotonic() - started, bad_sources=bad
+            )
+        return Outcome(
+            job,
+            False,
+            error="; ".join(errors),
+            bad_sources=bad,
+            duration=time.monotonic() - started,
+        )
+
+
+def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
+    """Take up to ``limit`` transfers that are due, or whose worker's lease ran out."""
+    now = utcnow()
+    due = or_(
+        and_(Transfer.state == QUEUED, Transfer.next_attempt_at <= now),
+        and_(Transfer.state == SUBMITTED, Transfer.lease_until < now),
+    )
+    pick = select(Transfer.id).where(due).order_by(Transfer.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    until = now + timedelta(seconds=lease)
+    session.execute(
+        update(Transfer)
+        .where(Transfer.id.in_(pick.scalar_subquery()))
+        .values(state=SUBMITTED, worker=worker, lease_until=until, updated_at=now),
+        execution_options={"synchronize_session": False},
+    )
+    rows = session.execute(
+        select(Transfer, DID, RSE, Replica.path)
+        .join(DID, DID.id == Transfer.did_id)
+        .join(RSE, RSE.id == Transfer.rse_id)
+        .outerjoin(
+            Replica, and_(Replica.did_id == Transfer.did_id, Replica.rse_id == Transfer.rse_id)
+        )
+        .where(
+            Transfer.worker == worker, Transfer.state == SUBMITTED, Transfer.lease_until == until
+        )
+        .order_by(Transfer.id)
+    ).all()
+    jobs = [
+        Job(
+            id=t.id,
+            did_id=d.id,
+            rse_id=r.id,
+            did=f"{d.scope}:{d.name}",
+            bytes=d.bytes or 0,
+            adler32=d.adler32 or "",
+            url=storage.join(r.prefix, path or deterministic_path(d.scope, d.name)),
+            options=dict(r.options or {}),
+            attempts=t.attempts,
+        )
+        for t, d, r, path in rows
+    ]
+    _attach_sources(session, jobs)
+    return jobs
+
+
+def _attach_sources(session: Session, jobs: Sequence[Job]) -> None:
+    by_did: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_did.setdefault(job.did_id, []).append(job)
+    if not by_did:
+        return
+    query = (
+        select(Replica.did_id, RSE.id, RSE.name, RSE.prefix, RSE.options, Replica.path)
+        .join(RSE, RSE.id == Replica.rse_id)
+        .where(Replica.did_id.in_(list(by_did)), Replica.state == AVAILABLE)
+        .order_by(RSE.name)
+    )
+    for did_id, rse_id, name, prefix, options, path in session.execute(query):
+        for job in by_did[did_id]:
+            if job.rse_id != rse_id:
+                job.sources.append(Source(rse_id, name, storage.join(prefix, path), options or {}))
+
+
+def extend(session: Session, worker: str, ids: Sequence[int], lease: float) -> None:
+    """The heartbeat: keep our claims while we are still copying."""
+    if ids:
+        session.execute(
+            update(Transfer)
+            .where(Transfer.id.in_(list(ids)), Transfer.worker == worker)
+            .values(lease_until=utcnow() + timedelta(seconds=lease))
+        )
+
+
+def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
+    """Report a batch back in one transaction: replicas, locks, rules, transfers."""
+    now = utcnow()
+    touched: set[tuple[int, int]] = set()
+    for out in outcomes:
+        job = out.job
+        where = and_(Transfer.id == job.id, Transfer.worker == worker)
+        if out.done:
+            session.execute(
+                update(Transfer)
+                .where(where)
+                .values(
+                    state=DONE,
+                    attempts=job.attempts + 1,
+                    bytes=out.bytes,
+                    source=out.source,
+                    duration=out.duration,
+                    last_error=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+            session.execute(
+                update(Replica)
+                .where(Replica.did_id == job.did_id, Replica.rse_id == job.rse_id)
+                .values(state=AVAILABLE, updated_at=now)
+            )
+            _set_locks(session, job.did_id, job.rse_id, "ok")
+        else:
+            attempts = job.attempts + 1
+            final = attempts >= MAX_ATTEMPTS
+            session.execute(
+                update(Transfer)
+                .where(where)
+                .values(
+                    state=FAILED if final else QUEUED,
+                    attempts=attempts,
+                    last_error=out.error,
+                    duration=out.duration,
+                    lease_until=None,
+                    updated_at=now,
+                    next_attempt_at=now + timedelta(seconds=BACKOFF * 2 ** (attempts - 1)),
+                )
+            )
+            if final:
+                _set_locks(session, job.did_id, job.rse_id, STUCK)
+        for rse_id in out.bad_sources:
+            _declare_bad(session, job.did_id, rse_id)
+        touched.add((job.did_id, job.rse_id))
+        touched |= {(job.did_id, r) for r in out.bad_sources}
+    rule_ids = set()
+    for did_id, rse_id in touched:
+        rule_ids |= set(
+            session.scalars(
+                select(Lock.rule_id).where(Lock.did_id == did_id, Lock.rse_id == rse_id)
+            )
+        )
+    if rule_ids:
+        rules.recount(session, sorted(rule_ids))
+
+
+def _set_locks(session: Session, did_id: int, rse_id: int, state: str) -> None:
+    session.execute(
+        update(Lock).where(Lock.did_id == did_id, Lock.rse_id == rse_id).values(state=state)
+    )
+
+
+def _declare_bad(session: Session, did_id: int, rse_id: int) -> None:
+    """A replica whose bytes do not match: never a source again; locked ones get repaired."""
+    session.execute(
+        update(Replica)
+        .where(Replica.did_id == did_id, Replica.rse_id == rse_id)
+        .values(state=BAD, updated_at=utcnow())
+    )
+    owner = session.scalar(
+        select(Lock.rule_id).where(Lock.did_id == did_id, Lock.rse_id == rse_id).limit(1)
+    )
+    if owner is None:
+        return
+    _set_locks(session, did_id, rse_id, REPLICATING)
+    rule = session.get(rules.Rule, owner)
+    if rule is not None:
+        rules.request_copies(session, rule, [(did_id, rse_id)])
+
+
+@dataclass
+class TransferView:
+    id: int
+    did: str
+    rse: str
+    state: str
+    attempts: int
+    source: str | None
+    bytes: int
+    duration: float | None
+    rate_mb_s: float | None
+    last_error: str | None
+    created_at: str
+
+
+def list_transfers(
+    session: Session,
+    actor: Account,
+    *,
+    state: str | None = None,
+    rse: str | None = None,
+    limit: int = 1000,
+) -> list[TransferView]:
+    query = (
+        select(Transfer, DID.scope, DID.name, RSE.name)
+        .join(DID, DID.id == Transfer.did_id)
+        .join(RSE, RSE.id == Transfer.rse_id)
+    )
+    if not actor.is_admin:
+        query = query.where(Transfer.account_id == actor.id)
+    if state:
+        query = query.where(Transfer.state == state)
+    if rse:
+        query = query.where(RSE.name == rse)
+    views = []
+    for t, scope, name, rse_name in session.execute(
+        query.order_by(Transfer.id.desc()).limit(limit)
+    ):
+        rate = t.bytes / t.duration / 1e6 if t.duration and t.bytes else None
+        views.append(
+            TransferView(
+                t.id,
+                f"{scope}:{name}",
+                rse_name,
+                t.state,
+                t.attempts,
+                t.source,
+                t.bytes,
+                t.duration,
+                rate,
+                t.last_error,
+                t.created_at.isoformat(),
+            )
+        )
+    return views
