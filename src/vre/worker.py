@@ -42,6 +42,7 @@ class Worker:
             jobs = transfers.claim(session, self.name, s.transfer_batch, s.transfer_lease)
         if not jobs:
             return 0
+        log.debug("claimed transfers %s", ",".join(str(j.id) for j in jobs))
         beat = threading.Event()
         heart = threading.Thread(target=self._heartbeat, args=(sessions, jobs, beat), daemon=True)
         heart.start()

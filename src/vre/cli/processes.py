@@ -34,12 +34,18 @@ def worker(
         None, help="Seconds a replica no lock holds is kept before the reaper deletes it."
     ),
     once: bool = typer.Option(False, "--once", help="Do one round of everything and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every claim."),
 ) -> None:
     """Run the background daemons (transfers, rules, reaper) until interrupted."""
     from vre.config import get_settings
     from vre.worker import Worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    for noisy in ("httpx", "fsspec", "sqlalchemy", "botocore", "s3fs", "aiobotocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     overrides = {
         "worker_interval": interval,
         "transfer_threads": threads,

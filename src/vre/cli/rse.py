@@ -16,7 +16,7 @@ def _flat(rse: dict) -> dict:
 
 
 def _options(items: list[str] | None) -> dict[str, str]:
-    """KEY=VALUE protocol options, values kept as typed (the server checks them)."""
+    """KEY=VALUE protocol options, values kept as strings (the server checks them)."""
     result: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -47,7 +47,8 @@ def rse_add(
     with errors_as_exit():
         attrs = {k: str(v) for k, v in key_values(attr, "attribute").items()}
         body = {"name": name, "prefix": url, "attributes": attrs, "options": _options(option)}
-        show(_flat(client().call("POST", "/rses", json=body)), as_json)
+        added = client().call("POST", "/rses", json=body)
+    show(added if as_json else _flat(added), as_json)
 
 
 @rse_app.command("set-options")
@@ -61,7 +62,8 @@ def rse_set_options(
     """Replace a storage element's protocol options (admin only)."""
     with errors_as_exit():
         body = {"options": _options(option)}
-        show(_flat(client().call("PUT", f"/rses/{name}/options", json=body)), as_json)
+        changed = client().call("PUT", f"/rses/{name}/options", json=body)
+    show(changed if as_json else _flat(changed), as_json)
 
 
 @rse_app.command("list")
@@ -72,7 +74,7 @@ def rse_list(as_json: bool = JsonOption) -> None:
     if as_json:
         emit_json(found)
     else:
-        show([_flat(r) for r in found], False, ["name", "prefix", "attributes"])
+        show([_flat(r) for r in found], False, ["name", "prefix", "attributes", "options"])
 
 
 @rse_app.command("show")
