@@ -6,11 +6,19 @@ SQLite's multi-row INSERT is already close to its floor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
+
+CHUNK = 2000  # ids per IN list: well inside SQLite's variable limit
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """Slices of ``items`` small enough for one ``IN (...)``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _is_postgres(session: Session) -> bool:

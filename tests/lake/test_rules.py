@@ -324,3 +324,25 @@ def test_erase_needs_force_then_goes_through_the_reaper(sessions, alice, lake) -
             )
             == 0
         )
+
+
+def test_failed_storage_delete_is_retried_not_forgotten(  # type: ignore[no-untyped-def]
+    sessions, alice, lake, monkeypatch
+) -> None:
+    put(sessions, alice, "k1", b"keep trying")
+    with transaction(sessions) as session:
+        rule_id = rules.add(session, alice, "user.alice", "k1", "DISK-B").id
+    drain(sessions)
+    with transaction(sessions) as session:
+        rules.remove(session, alice, rule_id)
+    real_delete = storage.delete
+
+    def broken(url: str, **kwargs: object) -> None:
+        raise storage.StorageError(f"deleting {url} failed: storage element is down")
+
+    monkeypatch.setattr(storage, "delete", broken)
+    assert reaper.reap(sessions, timedelta(0)) == []
+    assert replica_states(sessions, "k1") == {"DISK-A": AVAILABLE, "DISK-B": AVAILABLE}
+    monkeypatch.setattr(storage, "delete", real_delete)
+    assert [c.rse for c in reaper.reap(sessions, timedelta(0))] == ["DISK-B"]
+    assert not list(lake["B"].rglob("k1"))

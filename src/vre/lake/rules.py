@@ -186,25 +186,29 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
             DID.id.in_(wanted[start : start + catalogue.CHUNK])
         )
         names.update({i: (sc, n) for i, sc, n in session.execute(query)})
-    existing = set()
-    active = set()
+    existing: set[tuple[int, int]] = set()
+    active: set[tuple[int, int]] = set()
     for rse_id, did_ids in _by_rse(pairs).items():
-        existing |= {
-            (d, rse_id)
-            for d in session.scalars(
-                select(Replica.did_id).where(Replica.rse_id == rse_id, Replica.did_id.in_(did_ids))
-            )
-        }
-        active |= {
-            (d, rse_id)
-            for d in session.scalars(
-                select(Transfer.did_id).where(
-                    Transfer.rse_id == rse_id,
-                    Transfer.did_id.in_(did_ids),
-                    Transfer.state.in_((QUEUED, SUBMITTED)),
+        for start in range(0, len(did_ids), catalogue.CHUNK):
+            chunk = did_ids[start : start + catalogue.CHUNK]
+            existing |= {
+                (d, rse_id)
+                for d in session.scalars(
+                    select(Replica.did_id).where(
+                        Replica.rse_id == rse_id, Replica.did_id.in_(chunk)
+                    )
                 )
-            )
-        }
+            }
+            active |= {
+                (d, rse_id)
+                for d in session.scalars(
+                    select(Transfer.did_id).where(
+                        Transfer.rse_id == rse_id,
+                        Transfer.did_id.in_(chunk),
+                        Transfer.state.in_((QUEUED, SUBMITTED)),
+                    )
+                )
+            }
     bulk.insert_rows(
         session,
         Replica.__table__,
@@ -224,15 +228,16 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
         ],
     )
     for rse_id, did_ids in _by_rse([p for p in pairs if p in existing]).items():
-        session.execute(
-            update(Replica)
-            .where(
-                Replica.rse_id == rse_id,
-                Replica.did_id.in_(did_ids),
-                Replica.state.not_in((COPYING, BAD)),  # a bad one stays visible until repaired
+        for chunk in bulk.chunks(did_ids):
+            session.execute(
+                update(Replica)
+                .where(
+                    Replica.rse_id == rse_id,
+                    Replica.did_id.in_(chunk),
+                    Replica.state.not_in((COPYING, BAD)),  # bad stays visible until repaired
+                )
+                .values(state=COPYING, updated_at=now)
             )
-            .values(state=COPYING, updated_at=now)
-        )
     bulk.insert_rows(
         session,
         Transfer.__table__,
@@ -257,9 +262,14 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
 def release(session: Session, rule: Rule, file_ids: Sequence[int] | None = None) -> None:
     """Drop the rule's locks (all, or on these files) and give back their usage."""
     query = select(Lock.did_id, Lock.rse_id, Lock.bytes).where(Lock.rule_id == rule.id)
-    if file_ids is not None:
-        query = query.where(Lock.did_id.in_(list(file_ids)))
-    rows = session.execute(query).all()
+    if file_ids is None:
+        rows = session.execute(query).all()
+    else:
+        rows = [
+            row
+            for chunk in bulk.chunks(list(file_ids))
+            for row in session.execute(query.where(Lock.did_id.in_(chunk)))
+        ]
     if not rows:
         return
     quotas.add_usage(
@@ -269,11 +279,12 @@ def release(session: Session, rule: Rule, file_ids: Sequence[int] | None = None)
     )
     pairs = [(d, r) for d, r, _ in rows]
     for rse_id, did_ids in _by_rse(pairs).items():
-        session.execute(
-            delete(Lock).where(
-                Lock.rule_id == rule.id, Lock.rse_id == rse_id, Lock.did_id.in_(did_ids)
+        for chunk in bulk.chunks(did_ids):
+            session.execute(
+                delete(Lock).where(
+                    Lock.rule_id == rule.id, Lock.rse_id == rse_id, Lock.did_id.in_(chunk)
+                )
             )
-        )
     _hold(session, pairs, -1)
 
 
