@@ -165,9 +165,18 @@ class Client:
         return self.call("DELETE", f"/meta/{scope}/{_q(name)}", params={"key": key})
 
     # --- storage elements ---------------------------------------------------------------
-    def add_rse(self, name: str, prefix: str, attributes: dict[str, str] | None = None) -> Any:
+    def add_rse(
+        self,
+        name: str,
+        prefix: str,
+        attributes: dict[str, str] | None = None,
+        options: dict[str, str] | None = None,
+    ) -> Any:
         body = {"name": name, "prefix": prefix, "attributes": attributes or {}}
-        return self.call("POST", "/rses", json=body)
+        return self.call("POST", "/rses", json={**body, "options": options or {}})
+
+    def set_rse_options(self, name: str, options: dict[str, str]) -> Any:
+        return self.call("PUT", f"/rses/{name}/options", json={"options": options})
 
     def rses(self, expression: str | None = None) -> list[dict[str, Any]]:
         params = {"expression": expression} if expression else {}

@@ -124,6 +124,44 @@ def test_replicate_across_protocols(sessions, alice, lake) -> None:  # type: ign
         assert b"".join(storage.read(url)) == data
 
 
+def test_replicate_file_to_webdav_to_s3(  # type: ignore[no-untyped-def]
+    sessions, root, alice, lake, webdav_server, s3_server, tmp_path
+) -> None:
+    """Three protocols in a chain: POSIX → WebDAV (TLS) → S3."""
+    with transaction(sessions) as session:
+        rses.add(
+            session,
+            root,
+            "DAV",
+            f"{webdav_server.tls_url}/{tmp_path.name}",
+            options={"verify": webdav_server.ca},
+        )
+        rses.add(session, root, "S3", f"{s3_server.url}/{tmp_path.name}", options=s3_server.options)
+    data = os.urandom(123_456)
+    put(sessions, alice, "chain", data)
+    with transaction(sessions) as session:
+        first = rules.add(session, alice, "user.alice", "chain", "DAV").id
+    drain(sessions)
+    with transaction(sessions) as session:  # only WebDAV may serve as source now
+        rules.remove(
+            session,
+            alice,
+            next(r for r, *_ in rules.list_rules(session, alice) if r.comment == "upload").id,
+        )
+    reaper.reap(sessions, timedelta(0))
+    with transaction(sessions) as session:
+        second = rules.add(session, alice, "user.alice", "chain", "S3").id
+    drain(sessions)
+    assert rule_state(sessions, first).state == OK
+    assert rule_state(sessions, second).state == OK
+    assert replica_states(sessions, "chain") == {"DAV": AVAILABLE, "S3": AVAILABLE}
+    with transaction(sessions) as session:
+        done = session.scalars(select(Transfer).order_by(Transfer.id)).all()
+    assert [t.source for t in done] == ["DISK-A", "DAV"]
+    (on_s3,) = s3_server.local(tmp_path.name).rglob("chain")
+    assert on_s3.read_bytes() == data
+
+
 def test_copies_two_prefers_rses_holding_the_file(sessions, alice, lake) -> None:  # type: ignore[no-untyped-def]
     put(sessions, alice, "f2", b"payload two", rse="XRD-C")
     with transaction(sessions) as session:

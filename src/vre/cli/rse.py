@@ -46,8 +46,7 @@ def rse_add(
     """Add a storage element (admin only)."""
     with errors_as_exit():
         attrs = {k: str(v) for k, v in key_values(attr, "attribute").items()}
-        body = {"name": name, "prefix": url, "attributes": attrs, "options": _options(option)}
-        added = client().call("POST", "/rses", json=body)
+        added = client().add_rse(name, url, attrs, _options(option))
     show(added if as_json else _flat(added), as_json)
 
 
@@ -61,8 +60,7 @@ def rse_set_options(
 ) -> None:
     """Replace a storage element's protocol options (admin only)."""
     with errors_as_exit():
-        body = {"options": _options(option)}
-        changed = client().call("PUT", f"/rses/{name}/options", json=body)
+        changed = client().set_rse_options(name, _options(option))
     show(changed if as_json else _flat(changed), as_json)
 
 
