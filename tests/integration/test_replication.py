@@ -254,6 +254,7 @@ def test_worker_killed_mid_transfer_then_restarted(tmp_path: Path) -> None:
             stop(worker)
         (copy,) = dst.rglob("big.bin")
         assert copy.read_bytes() == big.read_bytes()
+        assert not list(dst.rglob("*.vre-part-*"))  # the dead worker's part file is gone too
         transfer = json.loads(server.cli("transfers", "--json").out)[0]
         assert transfer["state"] == "done"
     finally:

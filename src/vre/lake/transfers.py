@@ -10,6 +10,7 @@ Bytes land under a temporary name and only the catalogue update makes a replica
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,17 @@ from vre.identity.models import Account
 from vre.lake import rules, storage
 from vre.lake.models import AVAILABLE, BAD, DID, RSE, Replica
 from vre.lake.names import deterministic_path
-from vre.lake.rule_models import DONE, FAILED, QUEUED, REPLICATING, STUCK, SUBMITTED, Lock, Transfer
+from vre.lake.rule_models import (
+    DONE,
+    FAILED,
+    OK,
+    QUEUED,
+    REPLICATING,
+    STUCK,
+    SUBMITTED,
+    Lock,
+    Transfer,
+)
 
 MAX_ATTEMPTS = 5
 BACKOFF = 2.0  # seconds, doubled per attempt
@@ -49,6 +60,8 @@ class Job:
     url: str
     options: dict[str, Any]
     attempts: int
+    tag: str = ""  # this claim's temporary name: two claims never share a part file
+    stale_tags: list[str] = field(default_factory=list)  # parts a dead worker left behind
     sources: list[Source] = field(default_factory=list)
 
 
@@ -78,7 +91,9 @@ class StreamingTool:
         bad: list[int] = []
         if not job.sources:
             return Outcome(job, False, error="no available source replica")
-        tag = f"t{job.id}"
+        tag = job.tag
+        for stale in job.stale_tags:
+            storage.discard_part(job.url, stale, options=job.options)
         for source in job.sources:
             try:
                 stored = storage.write_part(
@@ -126,6 +141,13 @@ def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
     if session.get_bind().dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     until = now + timedelta(seconds=lease)
+    orphaned = dict(
+        session.execute(
+            select(Transfer.id, Transfer.worker).where(
+                Transfer.state == SUBMITTED, Transfer.lease_until < now
+            )
+        ).all()
+    )
     session.execute(
         update(Transfer)
         .where(Transfer.id.in_(pick.scalar_subquery()))
@@ -155,11 +177,17 @@ def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
             url=storage.join(r.prefix, path or deterministic_path(d.scope, d.name)),
             options=dict(r.options or {}),
             attempts=t.attempts,
+            tag=claim_tag(t.id, worker),
+            stale_tags=[claim_tag(t.id, orphaned[t.id])] if orphaned.get(t.id) else [],
         )
         for t, d, r, path in rows
     ]
     _attach_sources(session, jobs)
     return jobs
+
+
+def claim_tag(transfer_id: int, worker: str) -> str:
+    return f"t{transfer_id}.{hashlib.sha1(worker.encode()).hexdigest()[:8]}"
 
 
 def _attach_sources(session: Session, jobs: Sequence[Job]) -> None:
@@ -198,7 +226,7 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
         job = out.job
         where = and_(Transfer.id == job.id, Transfer.worker == worker)
         if out.done:
-            session.execute(
+            mine = session.execute(
                 update(Transfer)
                 .where(where)
                 .values(
@@ -212,12 +240,14 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
                     updated_at=now,
                 )
             )
+            if mine.rowcount != 1:  # type: ignore[attr-defined]
+                continue  # our lease ran out and another worker owns the transfer now
             session.execute(
                 update(Replica)
                 .where(Replica.did_id == job.did_id, Replica.rse_id == job.rse_id)
                 .values(state=AVAILABLE, updated_at=now)
             )
-            _set_locks(session, job.did_id, job.rse_id, "ok")
+            _set_locks(session, job.did_id, job.rse_id, OK)
         else:
             attempts = job.attempts + 1
             final = attempts >= MAX_ATTEMPTS
