@@ -13,24 +13,29 @@ ADLER32 = re.compile(r"^[0-9a-f]{8}\Z")
 MD5 = re.compile(r"^[0-9a-f]{32}\Z")
 
 
+# One shared helper pool: starting a thread per file cost more than hashing 10 KiB.
+_MD5_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vre-md5")
+
+
 class Checksummer:
-    """adler32 and md5 of a stream.
+    """adler32 (and md5, unless told not to) of a stream.
 
     md5 runs on a helper thread (hashlib releases the GIL), so on a multi-core host
-    hashing overlaps with the I/O of the caller instead of adding to it.
+    hashing overlaps with the I/O of the caller instead of adding to it. Each stream
+    waits for its previous md5 update before the next, so the order is kept.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, md5: bool = True) -> None:
         self._adler = 1
-        self._md5 = hashlib.md5()
+        self._md5 = hashlib.md5() if md5 else None
         self.bytes = 0
-        self._pool = ThreadPoolExecutor(max_workers=1)
         self._pending: Future[None] | None = None
 
     def update(self, chunk: bytes) -> None:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._pool.submit(self._md5.update, chunk)
+        if self._md5 is not None:
+            if self._pending is not None:
+                self._pending.result()
+            self._pending = _MD5_POOL.submit(self._md5.update, chunk)
         self._adler = zlib.adler32(chunk, self._adler)
         self.bytes += len(chunk)
 
@@ -38,17 +43,15 @@ class Checksummer:
         if self._pending is not None:
             self._pending.result()
             self._pending = None
-        self._pool.shutdown(wait=True)
 
     @property
     def adler32(self) -> str:
-        self._finish()
         return f"{self._adler & 0xFFFFFFFF:08x}"
 
     @property
-    def md5(self) -> str:
+    def md5(self) -> str | None:
         self._finish()
-        return self._md5.hexdigest()
+        return self._md5.hexdigest() if self._md5 is not None else None
 
     def close(self) -> None:
         self._finish()

@@ -19,6 +19,7 @@ import re
 import ssl
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -237,13 +238,36 @@ def _kind(fs: AbstractFileSystem) -> str:
     return "webdav" if module.startswith("webdav4") else "s3" if module.startswith("s3fs") else ""
 
 
+# Directories made recently, per filesystem: many files land in the same hash
+# directories, and on XRootD or WebDAV every mkdir is a round trip.
+_MADE: OrderedDict[tuple[int, str], None] = OrderedDict()
+_MADE_MAX = 4096
+_MADE_LOCK = threading.Lock()
+
+
 def makedirs(fs: AbstractFileSystem, path: str) -> None:
     """Make the directory ``path`` where the protocol has directories."""
-    if _kind(fs) == "s3":
+    kind = _kind(fs)
+    if kind == "s3":
         return  # object stores have no directories
-    if _kind(fs) == "webdav" and fs.isdir(path):
-        return  # one PROPFIND instead of webdav4's walk up the tree
-    fs.makedirs(path, exist_ok=True)
+    key = (id(fs), path)
+    with _MADE_LOCK:
+        if key in _MADE:
+            _MADE.move_to_end(key)
+            return
+    if not (kind == "webdav" and fs.isdir(path)):  # one PROPFIND, not webdav4's walk up
+        fs.makedirs(path, exist_ok=True)
+    if kind != "file":
+        with _MADE_LOCK:
+            _MADE[key] = None
+            while len(_MADE) > _MADE_MAX:
+                _MADE.popitem(last=False)
+
+
+def forget_directory(fs: AbstractFileSystem, path: str) -> None:
+    """After a failed write: the directory may have gone, make it again next time."""
+    with _MADE_LOCK:
+        _MADE.pop((id(fs), path), None)
 
 
 def move(fs: AbstractFileSystem, source: str, target: str) -> None:

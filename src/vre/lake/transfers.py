@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from vre import bulk
 from vre.db import utcnow
 from vre.identity.models import Account
 from vre.lake import rules, storage
@@ -101,6 +102,7 @@ class StreamingTool:
                     storage.read(source.url, options=source.options),
                     tag=tag,
                     options=job.options,
+                    md5=False,
                 )
             except storage.StorageError as exc:
                 errors.append(f"from {source.rse}: {exc.message}")
@@ -219,41 +221,76 @@ def extend(session: Session, worker: str, ids: Sequence[int], lease: float) -> N
 
 
 def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
-    """Report a batch back in one transaction: replicas, locks, rules, transfers."""
+    """Report a batch back in one transaction: transfers, replicas, locks, rules.
+
+    Done transfers (the common case) are reported in bulk: one statement per table and
+    destination RSE, not per file. Failures take the slower path, one by one.
+    """
     now = utcnow()
-    touched: set[tuple[int, int]] = set()
-    for out in outcomes:
-        job = out.job
-        where = and_(Transfer.id == job.id, Transfer.worker == worker)
-        if out.done:
-            mine = session.execute(
-                update(Transfer)
-                .where(where)
-                .values(
-                    state=DONE,
-                    attempts=job.attempts + 1,
-                    bytes=out.bytes,
-                    source=out.source,
-                    duration=out.duration,
-                    last_error=None,
-                    lease_until=None,
-                    updated_at=now,
-                )
+    table = Transfer.__table__
+    ids = [o.job.id for o in outcomes]
+    mine = set(
+        session.scalars(
+            select(Transfer.id).where(
+                Transfer.id.in_(ids), Transfer.worker == worker, Transfer.state == SUBMITTED
             )
-            if mine.rowcount != 1:  # type: ignore[attr-defined]
-                continue  # our lease ran out and another worker owns the transfer now
+        )
+    )  # a transfer whose lease ran out belongs to another worker now: not ours to report
+    done = [o for o in outcomes if o.done and o.job.id in mine]
+    if done:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("t_id"))
+            .values(
+                state=DONE,
+                attempts=bindparam("t_attempts"),
+                bytes=bindparam("t_bytes"),
+                source=bindparam("t_source"),
+                duration=bindparam("t_duration"),
+                last_error=None,
+                lease_until=None,
+                updated_at=now,
+            ),
+            [
+                {
+                    "t_id": o.job.id,
+                    "t_attempts": o.job.attempts + 1,
+                    "t_bytes": o.bytes,
+                    "t_source": o.source,
+                    "t_duration": o.duration,
+                }
+                for o in done
+            ],
+        )
+    rule_ids: set[int] = set()
+    by_rse: dict[int, list[int]] = {}
+    for out in done:
+        by_rse.setdefault(out.job.rse_id, []).append(out.job.did_id)
+    for rse_id, did_ids in by_rse.items():
+        for chunk in bulk.chunks(did_ids):
             session.execute(
                 update(Replica)
-                .where(Replica.did_id == job.did_id, Replica.rse_id == job.rse_id)
+                .where(Replica.rse_id == rse_id, Replica.did_id.in_(chunk))
                 .values(state=AVAILABLE, updated_at=now)
             )
-            _set_locks(session, job.did_id, job.rse_id, OK)
-        else:
+            session.execute(
+                update(Lock).where(Lock.rse_id == rse_id, Lock.did_id.in_(chunk)).values(state=OK)
+            )
+            rule_ids |= set(
+                session.scalars(
+                    select(Lock.rule_id)
+                    .where(Lock.rse_id == rse_id, Lock.did_id.in_(chunk))
+                    .distinct()
+                )
+            )
+    for out in outcomes:
+        job = out.job
+        if not out.done and job.id in mine:
             attempts = job.attempts + 1
             final = attempts >= MAX_ATTEMPTS
             session.execute(
                 update(Transfer)
-                .where(where)
+                .where(Transfer.id == job.id)
                 .values(
                     state=FAILED if final else QUEUED,
                     attempts=attempts,
@@ -266,19 +303,18 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
             )
             if final:
                 _set_locks(session, job.did_id, job.rse_id, STUCK)
+                rule_ids |= _holders(session, job.did_id, job.rse_id)
         for rse_id in out.bad_sources:
             _declare_bad(session, job.did_id, rse_id)
-        touched.add((job.did_id, job.rse_id))
-        touched |= {(job.did_id, r) for r in out.bad_sources}
-    rule_ids = set()
-    for did_id, rse_id in touched:
-        rule_ids |= set(
-            session.scalars(
-                select(Lock.rule_id).where(Lock.did_id == did_id, Lock.rse_id == rse_id)
-            )
-        )
+            rule_ids |= _holders(session, job.did_id, rse_id)
     if rule_ids:
         rules.recount(session, sorted(rule_ids))
+
+
+def _holders(session: Session, did_id: int, rse_id: int) -> set[int]:
+    return set(
+        session.scalars(select(Lock.rule_id).where(Lock.did_id == did_id, Lock.rse_id == rse_id))
+    )
 
 
 def _set_locks(session: Session, did_id: int, rse_id: int, state: str) -> None:
