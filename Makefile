@@ -11,7 +11,7 @@ PORT ?= 8080
 DEBS := xrootd-server xrootd-client nginx libnginx-mod-http-dav-ext openssl
 PG_CLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
 
-.PHONY: up install test lint system-deps postgres bench clean
+.PHONY: up install clients test lint system-deps postgres bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,6 +22,15 @@ $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	touch $@
 
 install: $(VENV)/.installed
+
+# The real third-party clients, in their own venv: their pins would downgrade ours.
+CLIENTS := .venv-clients
+$(CLIENTS)/.installed: $(UV)
+	$(UV) venv -q --allow-existing $(CLIENTS) --python $(PYTHON)
+	$(UV) pip install -q --python $(CLIENTS)/bin/python "reana-client==0.9.6" "rucio-clients==41.5.1"
+	touch $@
+
+clients: $(CLIENTS)/.installed
 
 up: install
 	$(VENV)/bin/vre up --demo --port $(PORT)
@@ -42,7 +51,7 @@ lint: install
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
 
-test: install system-deps postgres lint
+test: install clients system-deps postgres lint
 	$(VENV)/bin/pytest -q
 
 bench: install system-deps postgres
@@ -50,4 +59,4 @@ bench: install system-deps postgres
 	$(VENV)/bin/python bench/upload.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CLIENTS) $(TOOLS) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Reproducible workflows: reana.yaml specifications, runs, workspaces and staging."""
