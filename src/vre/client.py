@@ -226,6 +226,56 @@ class Client:
     def erase(self, scope: str, name: str, force: bool = False) -> dict[str, Any]:
         return self.call("DELETE", f"/dids/{scope}/{_q(name)}", params={"force": force})
 
+    # --- workflow runs ------------------------------------------------------------------
+    def create_run(self, name: str, specification: str) -> dict[str, Any]:
+        return self.call("POST", "/runs", json={"name": name, "specification": specification})
+
+    def upload_to_run(self, run: str, path: str, data: bytes) -> Any:
+        return self.call("PUT", f"/runs/{run}/workspace/{_q(path)}", content=data)
+
+    def start_run(
+        self,
+        run: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        restart: bool = False,
+        restart_from: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"parameters": parameters or {}, "restart": restart, "restart_from": restart_from}
+        return self.call("POST", f"/runs/{run}/start", json=body)
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/runs")
+
+    def run_status(self, run: str) -> dict[str, Any]:
+        return self.call("GET", f"/runs/{run}")
+
+    def run_logs(self, run: str, step: str | None = None) -> str:
+        params = {"step": step} if step else {}
+        return str(self._check(self.http.get(f"/runs/{run}/logs", params=params)).text)
+
+    def run_files(self, run: str, path: str = ".") -> dict[str, Any]:
+        return self.call("GET", f"/runs/{run}/workspace", params={"path": path})
+
+    def run_file(self, run: str, path: str) -> httpx.Response:
+        return self._check(self.http.get(f"/runs/{run}/workspace/{_q(path)}"))
+
+    def stop_run(self, run: str) -> dict[str, Any]:
+        return self.call("POST", f"/runs/{run}/stop")
+
+    def delete_run(self, run: str, workspace: bool = False) -> dict[str, Any]:
+        return self.call("DELETE", f"/runs/{run}", params={"workspace": workspace})
+
+    def add_secret(self, name: str, value: str, kind: str = "env", overwrite: bool = False) -> Any:
+        body = {"name": name, "value": value, "kind": kind, "overwrite": overwrite}
+        return self.call("POST", "/secrets", json=body)
+
+    def secrets(self) -> list[dict[str, str]]:
+        return self.call("GET", "/secrets")
+
+    def delete_secret(self, name: str) -> Any:
+        return self.call("DELETE", f"/secrets/{name}")
+
     # --- bytes ----------------------------------------------------------------------
     def upload(
         self,

@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     reaper_grace: float = 600.0
     upload_grace: float = 3600.0
     worker_interval: float = 2.0
+    # Workflow runs.
+    step_timeout: float = 24 * 3600.0
+    max_runs_per_account: int = 4
+    run_threads: int = 4
+    run_poll: float = 0.1
 
     def resolved_database_url(self) -> str:
         """SQLite under VRE_HOME unless told otherwise: the laptop default needs no server."""

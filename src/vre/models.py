@@ -14,6 +14,7 @@ from vre.lake.models import (
     Scope,
 )
 from vre.lake.rule_models import Lock, Quota, Rule, Transfer, Usage
+from vre.workflows.models import Run, RunStep, Secret
 
 __all__ = [
     "DID",
@@ -29,7 +30,10 @@ __all__ = [
     "RSEAttribute",
     "Replica",
     "Rule",
+    "Run",
+    "RunStep",
     "Scope",
+    "Secret",
     "Token",
     "Transfer",
     "Usage",

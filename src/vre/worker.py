@@ -17,6 +17,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -98,6 +99,28 @@ class Worker:
                 if not self._guarded("transfer", self.transfer_batch, sessions, pool):
                     self._stop.wait(min(self.settings.worker_interval, 0.5))
 
+    def _run_loop(self, sessions: sessionmaker[Session]) -> None:
+        """Workflow runs: claim queued ones (per-account limit) and execute each on a thread."""
+        from vre.workflows.engines import serial
+
+        s = self.settings
+        with ThreadPoolExecutor(s.run_threads, "vre-run") as pool:
+            busy: set[Any] = set()
+            while not self._stop.is_set():
+                busy = {f for f in busy if not f.done()}
+                free = s.run_threads - len(busy)
+                taken: list[int] = []
+                if free > 0:
+                    try:
+                        with transaction(sessions) as session:
+                            taken = serial.claim(session, self.name, s.max_runs_per_account, free)
+                    except Exception:
+                        log.exception("claiming runs failed")
+                for run_id in taken:
+                    busy.add(pool.submit(serial.execute_safely, sessions, run_id, s))
+                if not taken:
+                    self._stop.wait(s.run_poll)
+
     def run(self, *, once: bool = False) -> None:
         engine = make_engine(self.settings.resolved_database_url())
         migrate(engine)
@@ -112,11 +135,14 @@ class Worker:
         else:
             mover = threading.Thread(target=self._transfer_loop, args=(sessions,), daemon=True)
             mover.start()
+            runner = threading.Thread(target=self._run_loop, args=(sessions,), daemon=True)
+            runner.start()
             while True:
                 self._guarded("housekeeping", self.housekeeping, sessions)
                 if self._stop.wait(self.settings.worker_interval):
                     break
             mover.join(timeout=60)
+            runner.join(timeout=60)
         engine.dispose()
         log.info("worker %s stopped", self.name)
 

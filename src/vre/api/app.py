@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from vre import __version__
 from vre.api import errors, metrics
-from vre.api.v1 import dids, files, identity, replicas, rses, rules, scopes
+from vre.api.v1 import dids, files, identity, replicas, rses, rules, runs, scopes
 from vre.config import Settings, get_settings
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
 from vre.identity.accounts import bootstrap_root
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (identity, scopes, dids, rses, replicas, files, rules):
+    for module in (identity, scopes, dids, rses, replicas, files, rules, runs):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(metrics.router)
     return app

@@ -99,7 +99,10 @@ def detach(
 
 
 def ls(
-    pattern: str = typer.Argument(..., help="SCOPE:PATTERN, with * and ? wildcards."),
+    pattern: str = typer.Argument(
+        ..., help="SCOPE:PATTERN (DIDs, with * and ? wildcards), or a RUN (its workspace)."
+    ),
+    path: str = typer.Argument(".", help="With a RUN: a directory or file in its workspace."),
     type_: str | None = typer.Option(None, "--type", help="file, dataset, container, collection."),
     filter_: str | None = typer.Option(None, "--filter", help="Metadata filter: run>100,kind=mc"),
     recursive: bool = typer.Option(
@@ -107,7 +110,12 @@ def ls(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """List DIDs by name pattern and metadata."""
+    """List DIDs by name pattern and metadata, or the files of a run's workspace."""
+    if ":" not in pattern:  # run names never hold a colon, DID patterns always do
+        from vre.cli.workflows import ls as run_ls
+
+        run_ls(pattern, path, as_json)
+        return
     with errors_as_exit():
         scope, name = parse_pattern(pattern)
         found = client().list_dids(scope, name, type=type_, filter=filter_, recursive=recursive)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from vre import __version__
-from vre.cli import catalogue, data, identity, processes, rse, rules
+from vre.cli import catalogue, data, identity, processes, rse, rules, workflows
 
 app = typer.Typer(
     name="vre",
@@ -39,6 +39,15 @@ app.add_typer(rules.rule_app, name="rule")
 app.add_typer(rules.quota_app, name="quota")
 app.command("transfers")(rules.transfers_cmd)
 app.command("reaper")(rules.reaper_cmd)
+app.command("run")(workflows.run)
+app.command("runs")(workflows.runs_cmd)
+app.command("status")(workflows.status)
+app.command("logs")(workflows.logs)
+app.command("fetch")(workflows.fetch)
+app.command("stop")(workflows.stop)
+app.command("restart")(workflows.restart)
+app.command("delete")(workflows.delete)
+app.add_typer(workflows.secret_app, name="secret")
 
 
 @app.command()

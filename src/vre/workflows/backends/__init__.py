@@ -1,0 +1,1 @@
+"""Compute backends: where one step's commands run."""

@@ -1,0 +1,108 @@
+"""The local backend: each command runs with bash in the workspace, like REANA's jobs.
+
+Output goes to the step's log line by line (stdout and stderr interleaved), with
+secret values masked; the last lines of stderr are kept for the run's status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+STDERR_TAIL = 20
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    stderr_tail: str
+    timed_out: bool = False
+    stopped: bool = False
+
+
+def mask(line: str, secrets: list[str]) -> str:
+    for value in secrets:
+        if value:
+            line = line.replace(value, "***")
+    return line
+
+
+def run_command(
+    command: str,
+    *,
+    cwd: Path,
+    log: Path,
+    env: Mapping[str, str],
+    timeout: float,
+    should_stop: Callable[[], bool],
+    secrets: list[str] | None = None,
+) -> Outcome:
+    """Run one command to completion, timeout or stop; never raises for a failing command."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    hidden = sorted(secrets or [], key=len, reverse=True)
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+    lock = threading.Lock()
+    with open(log, "a", encoding="utf-8", errors="replace") as out:
+        out.write(f"$ {mask(command, hidden)}\n")
+        out.flush()
+        process = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: stop and timeout kill it all
+        )
+
+        def pump(stream: IO[bytes], keep: bool) -> None:
+            for raw in iter(stream.readline, b""):
+                line = mask(raw.decode("utf-8", "replace"), hidden)
+                with lock:
+                    out.write(line)
+                    out.flush()
+                if keep:
+                    tail.append(line.rstrip("\n"))
+
+        readers = [
+            threading.Thread(target=pump, args=(process.stdout, False), daemon=True),
+            threading.Thread(target=pump, args=(process.stderr, True), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        deadline = time.monotonic() + timeout
+        timed_out = stopped = False
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                timed_out = True
+            elif should_stop():
+                stopped = True
+            if timed_out or stopped:
+                _kill(process)
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.2)
+        process.wait()
+        for reader in readers:
+            reader.join(timeout=5)
+        if timed_out:
+            out.write(f"[vre] command timed out after {timeout:.0f} s\n")
+    code = process.returncode
+    return Outcome(code if code is not None else -1, "\n".join(tail), timed_out, stopped)
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=5)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

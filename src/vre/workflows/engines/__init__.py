@@ -1,0 +1,1 @@
+"""Workflow engines: the order in which steps run."""

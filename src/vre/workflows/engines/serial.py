@@ -1,0 +1,195 @@
+"""The serial engine: REANA's semantics, steps in order, commands in order, stop at
+the first failure. ``${parameter}`` is substituted in each command before bash sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from vre.config import Settings
+from vre.db import transaction, utcnow
+from vre.errors import VREError
+from vre.identity.models import Account
+from vre.workflows import runs, staging, workspace
+from vre.workflows import spec as specs
+from vre.workflows.backends import local
+from vre.workflows.models import (
+    FAILED,
+    FINISHED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    Run,
+    RunStep,
+    Secret,
+)
+
+log = logging.getLogger(__name__)
+HOST_NOTE = (
+    "steps ran in the host environment: no container runtime is configured"
+    " (each step's environment is recorded)"
+)
+
+
+def claim(session: Session, worker: str, per_account: int, limit: int) -> list[int]:
+    """Queued runs this worker takes, oldest first, at most ``per_account`` active each."""
+    query = select(Run).where(Run.status == QUEUED).order_by(Run.queued_at, Run.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    taken = []
+    for run in session.scalars(query):
+        if runs.running_count(session, run.account_id) >= per_account:
+            continue
+        run.status, run.worker = PENDING, worker
+        session.flush()
+        taken.append(run.id)
+    return taken
+
+
+class _Execution:
+    def __init__(self, sessions: sessionmaker[Session], run_id: int, settings: Settings) -> None:
+        self.sessions, self.run_id, self.settings = sessions, run_id, settings
+        self._checked = 0.0
+        self._stop = False
+
+    def update_run(self, **values: Any) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(update(Run).where(Run.id == self.run_id).values(**values))
+
+    def update_step(self, index: int, **values: Any) -> None:
+        with transaction(self.sessions) as session:
+            session.execute(
+                update(RunStep)
+                .where(RunStep.run_id == self.run_id, RunStep.index == index)
+                .values(**values)
+            )
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._checked > 0.5:
+            self._checked = now
+            with transaction(self.sessions) as session:
+                self._stop = bool(
+                    session.scalar(select(Run.stop_requested).where(Run.id == self.run_id))
+                )
+        return self._stop
+
+
+def _environment(ws: Path, label: str, secrets: list[Secret]) -> dict[str, str]:
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    env.update(HOME=str(ws), REANA_WORKSPACE=str(ws), VRE_WORKSPACE=str(ws), VRE_RUN=label)
+    for secret in secrets:
+        if secret.kind == "file":
+            path = ws / ".vre" / "secrets" / secret.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secret.value)
+            env[secret.name] = str(path)
+        else:
+            env[secret.name] = secret.value
+    return env
+
+
+def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
+    """Run every step of a claimed run; returns the final status."""
+    job = _Execution(sessions, run_id, settings)
+    with transaction(sessions) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        spec = runs.load_spec(run)
+        label, params, ws = run.label, dict(run.parameters or {}), Path(run.workspace)
+        restart_from = run.restart_from
+        secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
+        owner = session.get(Account, run.account_id)
+        digest = run.spec_digest
+    hidden = [s.value for s in secrets if s.kind == "env"]
+    env = _environment(ws, label, secrets)
+    names = [s.name for s in spec.steps]
+    first = names.index(restart_from) if restart_from in names else 0
+    job.update_run(
+        status=RUNNING, started_at=utcnow(), steps_done=first, environment_note=HOST_NOTE
+    )
+    assert owner is not None
+    try:
+        job.update_run(current_step="stage-in")
+        staged = staging.stage_in(sessions, owner, ws, spec.rucio_inputs) if first == 0 else []
+    except VREError as exc:
+        job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
+        return FAILED
+    for index, step in enumerate(spec.steps):
+        if index < first:
+            continue
+        job.update_run(current_step=step.name)
+        job.update_step(index, status=RUNNING, started_at=utcnow(), exit_code=None)
+        logfile = workspace.log_path(ws, index, step.name)
+        logfile.unlink(missing_ok=True)
+        for command in step.commands:
+            text = specs.substitute(command, params)
+            job.update_run(current_command=local.mask(text, hidden))
+            outcome = local.run_command(
+                text,
+                cwd=ws,
+                log=logfile,
+                env=env,
+                timeout=step.timeout or settings.step_timeout,
+                should_stop=job.should_stop,
+                secrets=hidden,
+            )
+            if outcome.stopped:
+                job.update_step(index, status=STOPPED, finished_at=utcnow())
+                job.update_run(status=STOPPED, finished_at=utcnow(), current_command=None)
+                return STOPPED
+            if outcome.exit_code != 0:
+                why = "timed out" if outcome.timed_out else f"exit code {outcome.exit_code}"
+                job.update_step(
+                    index, status=FAILED, finished_at=utcnow(), exit_code=outcome.exit_code
+                )
+                job.update_run(
+                    status=FAILED,
+                    finished_at=utcnow(),
+                    exit_code=outcome.exit_code,
+                    error=f"step {step.name!r} failed ({why}): {outcome.stderr_tail}".strip(),
+                )
+                return FAILED
+        job.update_step(index, status=FINISHED, finished_at=utcnow(), exit_code=0)
+        job.update_run(steps_done=index + 1)
+    if spec.rucio_outputs:
+        job.update_run(current_step="stage-out", current_command=None)
+        try:
+            staging.stage_out(
+                sessions,
+                owner,
+                ws,
+                spec.rucio_outputs,
+                staging.provenance(label, digest, staged),
+                label,
+            )
+        except VREError as exc:
+            job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-out: {exc.message}")
+            return FAILED
+    job.update_run(status=FINISHED, finished_at=utcnow(), current_step=None, current_command=None)
+    return FINISHED
+
+
+def execute_safely(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
+    """Like ``execute``, but an internal error fails the run instead of leaving it running."""
+    try:
+        return execute(sessions, run_id, settings)
+    except Exception as exc:
+        log.exception("run %s failed inside the VRE", run_id)
+        with transaction(sessions) as session:
+            session.execute(
+                update(Run)
+                .where(Run.id == run_id)
+                .values(status=FAILED, finished_at=utcnow(), error=f"internal error: {exc}")
+            )
+        return FAILED

@@ -1,0 +1,185 @@
+"""Runs: create ``name.N`` with a workspace, start, stop, restart, delete.
+
+Executing a run is the worker's job (``vre.workflows.engines``); here is only the
+state a user changes, each change checked against who owns the run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from vre.db import utcnow
+from vre.errors import Conflict, Invalid, NotFound
+from vre.identity.models import Account
+from vre.workflows import spec as specs
+from vre.workflows import workspace
+from vre.workflows.models import (
+    ACTIVE,
+    CREATED,
+    DELETED,
+    DONE_STATES,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    STOPPED,
+    Run,
+    RunStep,
+)
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}\Z")
+ENGINES = ("serial",)
+
+
+def load_spec(run: Run) -> specs.Spec:
+    return specs.parse(yaml.safe_dump(run.spec))
+
+
+def create(session: Session, actor: Account, name: str, text: str, home: Path) -> Run:
+    """A new run of a specification; its workspace exists, nothing runs yet."""
+    if not RUN_NAME.match(name or ""):
+        raise Invalid(
+            f"invalid run name {name!r}: letters, digits, '_' or '-' (no dots: runs are NAME.N)"
+        )
+    spec = specs.parse(text)
+    number = (
+        session.scalar(
+            select(func.max(Run.number)).where(Run.account_id == actor.id, Run.name == name)
+        )
+        or 0
+    ) + 1
+    directory = workspace.root(home, actor.name, f"{name}.{number}")
+    directory.mkdir(parents=True, exist_ok=False)
+    run = Run(
+        account_id=actor.id,
+        name=name,
+        number=number,
+        status=CREATED,
+        spec=spec.raw,
+        spec_digest=spec.digest(),
+        parameters={},
+        workspace=str(directory),
+        steps_total=len(spec.steps),
+    )
+    session.add(run)
+    session.flush()
+    session.add_all(
+        RunStep(
+            run_id=run.id,
+            index=i,
+            name=step.name,
+            environment=step.environment,
+            compute_backend=step.compute_backend,
+        )
+        for i, step in enumerate(spec.steps)
+    )
+    return run
+
+
+def find(session: Session, actor: Account, label: str) -> Run:
+    """``name.N``, or ``name`` for the newest; another account's run does not exist."""
+    name, _, number = label.rpartition(".") if "." in label else (label, "", "")
+    query = select(Run).where(Run.name == name, Run.status != DELETED)
+    if not actor.is_admin:
+        query = query.where(Run.account_id == actor.id)
+    if number:
+        if not number.isdigit():
+            raise Invalid(f"invalid run {label!r}: expected NAME or NAME.N")
+        query = query.where(Run.number == int(number))
+    run = session.scalar(query.order_by(Run.number.desc()).limit(1))
+    if run is None:
+        raise NotFound(f"run {label!r} does not exist")
+    return run
+
+
+def list_runs(session: Session, actor: Account, *, include_deleted: bool = False) -> list[Run]:
+    query = select(Run)
+    if not actor.is_admin:
+        query = query.where(Run.account_id == actor.id)
+    if not include_deleted:
+        query = query.where(Run.status != DELETED)
+    return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc())))
+
+
+def start(
+    session: Session,
+    actor: Account,
+    label: str,
+    parameters: dict[str, Any] | None = None,
+    *,
+    restart_from: str | None = None,
+) -> Run:
+    """Queue a run for the workers, with parameter overrides (restart: from a step)."""
+    run = find(session, actor, label)
+    spec = load_spec(run)
+    if spec.workflow_type not in ENGINES:
+        raise Invalid(
+            f"the {spec.workflow_type} engine is not available yet: this VRE runs"
+            f" {', '.join(ENGINES)} workflows"
+        )
+    if run.status in ACTIVE:
+        raise Conflict(f"run {run.label} is already {run.status}")
+    if restart_from is None and run.status != CREATED:
+        raise Conflict(f"run {run.label} has run already: restart it, or start a new run")
+    unknown = sorted(set(parameters or {}) - set(spec.parameters))
+    if unknown:
+        known = ", ".join(sorted(spec.parameters)) or "none"
+        raise Invalid(f"unknown parameter(s) {', '.join(unknown)}: the specification has {known}")
+    if restart_from is not None:
+        names = [s.name for s in spec.steps]
+        if restart_from and restart_from not in names:
+            raise Invalid(f"no step {restart_from!r} in run {run.label}: steps are {names}")
+    run.parameters = {**spec.parameters, **(run.parameters or {}), **(parameters or {})}
+    run.restart_from = restart_from or None
+    run.status, run.queued_at = QUEUED, utcnow()
+    run.stop_requested, run.error, run.exit_code = False, None, None
+    run.finished_at = None
+    return run
+
+
+def stop(session: Session, actor: Account, label: str) -> Run:
+    run = find(session, actor, label)
+    if run.status not in ACTIVE:
+        raise Conflict(f"run {run.label} is {run.status}: only a queued or running run stops")
+    if run.status == QUEUED:
+        run.status, run.finished_at = STOPPED, utcnow()
+    else:
+        run.stop_requested = True
+    return run
+
+
+def delete(session: Session, actor: Account, label: str, *, keep_workspace: bool = True) -> Run:
+    run = find(session, actor, label)
+    if run.status in ACTIVE:
+        raise Conflict(f"run {run.label} is {run.status}: stop it first")
+    run.status = DELETED
+    if not keep_workspace:
+        shutil.rmtree(run.workspace, ignore_errors=True)
+    return run
+
+
+def steps_of(session: Session, run: Run) -> list[RunStep]:
+    return list(
+        session.scalars(select(RunStep).where(RunStep.run_id == run.id).order_by(RunStep.index))
+    )
+
+
+def running_count(session: Session, account_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Run.account_id == account_id, Run.status.in_((PENDING, RUNNING))
+            )
+        )
+        or 0
+    )
+
+
+def is_done(run: Run) -> bool:
+    return run.status in DONE_STATES

@@ -1,0 +1,94 @@
+"""Workspaces: one directory per run, and paths from users that never leave it."""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from vre.errors import Invalid, NotFound
+
+LOGS = ".vre/logs"  # step logs live here, inside the workspace, hidden from listings
+
+
+def root(home: Path, account: str, run_label: str) -> Path:
+    return home / "workspaces" / account / run_label
+
+
+def resolve(workspace: Path, path: str) -> Path:
+    """``path`` inside ``workspace``, refusing absolute paths, ``..`` and symlink escapes."""
+    relative = PurePosixPath(path.strip() or ".")
+    if relative.is_absolute() or ".." in relative.parts:
+        raise Invalid(f"path {path!r} is outside the workspace")
+    target = (workspace / relative).resolve()
+    base = workspace.resolve()
+    if target != base and base not in target.parents:
+        raise Invalid(f"path {path!r} is outside the workspace")
+    return target
+
+
+def write(workspace: Path, path: str, chunks: Iterator[bytes] | bytes) -> int:
+    target = resolve(workspace, path)
+    if target == workspace.resolve():
+        raise Invalid("a file needs a name inside the workspace")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    with open(target, "wb") as handle:
+        for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+            handle.write(chunk)
+            size += len(chunk)
+    return size
+
+
+@dataclass
+class Entry:
+    name: str
+    size: int
+    type: str
+    modified: float
+
+
+def listing(workspace: Path, path: str = ".") -> list[Entry]:
+    """Files (recursively) under ``path`` with sizes; the VRE's own logs are left out."""
+    start = resolve(workspace, path)
+    if not start.exists():
+        raise NotFound(f"{path!r} does not exist in the workspace")
+    base = workspace.resolve()
+    paths = [start] if start.is_file() else sorted(start.rglob("*"))
+    out = []
+    for item in paths:
+        rel = item.relative_to(base).as_posix()
+        if rel.startswith(".vre"):
+            continue
+        stat = item.lstat()
+        kind = "directory" if item.is_dir() else "file"
+        out.append(Entry(rel, stat.st_size if kind == "file" else 0, kind, stat.st_mtime))
+    return out
+
+
+def disk_usage(workspace: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(workspace):
+        for name in files:
+            total += (Path(dirpath) / name).lstat().st_size
+    return total
+
+
+def zip_directory(workspace: Path, path: str) -> bytes:
+    directory = resolve(workspace, path)
+    if not directory.is_dir():
+        raise NotFound(f"{path!r} is not a directory in the workspace")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for item in sorted(directory.rglob("*")):
+            if item.is_file() and not item.is_symlink():
+                archive.write(item, item.relative_to(directory).as_posix())
+    return buffer.getvalue()
+
+
+def log_path(workspace: Path, index: int, step: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in step)
+    return workspace / LOGS / f"{index:03d}-{safe}.log"
