@@ -60,8 +60,8 @@ def stage_in(
             options = {r.name: dict(r.options or {}) for r in rses.list_all(session)}
         for item in files:
             rel = f"inputs/{item.scope}/{item.name}"
-            target = workspace.resolve(ws, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            workspace.resolve(ws, str(Path(rel).parent)).mkdir(parents=True, exist_ok=True)
+            target = workspace.place(ws, rel)
             if target.exists() or target.is_symlink():
                 target.unlink()
             staged.append(_fetch(item, target, rel, options))

@@ -30,6 +30,16 @@ def resolve(workspace: Path, path: str) -> Path:
     return target
 
 
+def place(workspace: Path, path: str) -> Path:
+    """Where to create ``path``: its directory must be inside; the name itself may be a
+    link out (stage-in links lake files into the workspace)."""
+    relative = PurePosixPath(path)
+    parent = resolve(workspace, str(relative.parent))
+    if relative.name in ("", ".", ".."):
+        raise Invalid(f"path {path!r} names no file")
+    return parent / relative.name
+
+
 def write(workspace: Path, path: str, chunks: Iterator[bytes] | bytes) -> int:
     target = resolve(workspace, path)
     if target == workspace.resolve():
