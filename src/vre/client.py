@@ -59,7 +59,12 @@ def stored_login() -> dict[str, str]:
 
 
 def _q(name: str) -> str:
-    return quote(name, safe="/")
+    """Quote a name for a URL path; '.' and '..' segments are encoded so that the server,
+    not the HTTP library's path normalisation, judges them (and says why it refuses)."""
+    segments = name.split("/")
+    return "/".join(
+        s.replace(".", "%2E") if s in (".", "..") else quote(s, safe="") for s in segments
+    )
 
 
 @dataclass
