@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.config import Settings
-from vre.db import transaction
+from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.workflows import runs, secrets, workspace
@@ -216,3 +218,20 @@ def test_concurrency_limit_per_account(sessions, alice, tmp_path) -> None:  # ty
     with transaction(sessions) as session:
         second = serial.claim(session, "w", 1, 5)
     assert len(first) == 1 and second == []
+
+
+def test_a_run_whose_worker_died_fails_and_can_be_restarted(sessions, alice, settings) -> None:  # type: ignore[no-untyped-def]
+    label = new_run(sessions, alice, settings.home, name="orphan")
+    with transaction(sessions) as session:
+        runs.start(session, alice, label)
+    with transaction(sessions) as session:
+        assert serial.claim(session, "dead-worker", 4, 1)  # ... and the worker died
+    with transaction(sessions) as session:
+        session.execute(update(Run).values(lease_until=utcnow() - timedelta(seconds=1)))
+    with transaction(sessions) as session:
+        assert serial.claim(session, "next-worker", 4, 1) == []
+    run = state(sessions, alice, label)
+    assert run.status == FAILED and "vre restart" in (run.error or "")
+    with transaction(sessions) as session:
+        runs.start(session, alice, label, restart_from="")
+    assert execute_next(sessions, settings) == FINISHED

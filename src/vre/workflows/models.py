@@ -42,6 +42,8 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     environment_note: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The executing worker renews this; past it, the worker is gone and the run failed.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("environment_note", sa.Text(), nullable=True),
         sa.Column("worker", sa.String(length=64), nullable=True),
+        sa.Column("lease_until", vre.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", vre.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("queued_at", vre.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("started_at", vre.db.UTCDateTime(timezone=True), nullable=True),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,27 @@ HOST_NOTE = (
 )
 
 
+LEASE = 300.0  # seconds; renewed with every update while a run executes
+
+
+def reap_orphans(session: Session) -> int:
+    """Runs whose worker stopped renewing its lease failed; the user can restart them."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.status.in_((PENDING, RUNNING)), Run.lease_until < now)
+        .values(
+            status=FAILED,
+            finished_at=now,
+            error="the worker running this run stopped; 'vre restart' runs it again",
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 def claim(session: Session, worker: str, per_account: int, limit: int) -> list[int]:
     """Queued runs this worker takes, oldest first, at most ``per_account`` active each."""
+    reap_orphans(session)
     query = select(Run).where(Run.status == QUEUED).order_by(Run.queued_at, Run.id).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
@@ -49,6 +69,7 @@ def claim(session: Session, worker: str, per_account: int, limit: int) -> list[i
         if runs.running_count(session, run.account_id) >= per_account:
             continue
         run.status, run.worker = PENDING, worker
+        run.lease_until = utcnow() + timedelta(seconds=LEASE)
         session.flush()
         taken.append(run.id)
     return taken
@@ -58,9 +79,11 @@ class _Execution:
     def __init__(self, sessions: sessionmaker[Session], run_id: int, settings: Settings) -> None:
         self.sessions, self.run_id, self.settings = sessions, run_id, settings
         self._checked = 0.0
+        self._renewed = time.monotonic()
         self._stop = False
 
     def update_run(self, **values: Any) -> None:
+        values.setdefault("lease_until", utcnow() + timedelta(seconds=LEASE))
         with transaction(self.sessions) as session:
             session.execute(update(Run).where(Run.id == self.run_id).values(**values))
 
@@ -73,6 +96,7 @@ class _Execution:
             )
 
     def should_stop(self) -> bool:
+        """Asked every ~0.2 s while a command runs: also renews the run's lease."""
         now = time.monotonic()
         if not self._stop and now - self._checked > 0.5:
             self._checked = now
@@ -80,6 +104,13 @@ class _Execution:
                 self._stop = bool(
                     session.scalar(select(Run.stop_requested).where(Run.id == self.run_id))
                 )
+                if now - self._renewed > LEASE / 4:
+                    self._renewed = now
+                    session.execute(
+                        update(Run)
+                        .where(Run.id == self.run_id)
+                        .values(lease_until=utcnow() + timedelta(seconds=LEASE))
+                    )
         return self._stop
 
 
