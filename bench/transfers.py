@@ -45,7 +45,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vre_server import VRE, login, start_server
+from vre_server import WorkerProcess, login, start_server, start_worker
 
 from vre.client import Client
 from vre.lake.names import deterministic_path
@@ -219,47 +219,6 @@ class XRootD:
 
 
 # --- the worker --------------------------------------------------------------------------------
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log: Path
-    started_in: float
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_worker(home: Path, threads: int, log: Path) -> WorkerProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VRE_")}
-    env.update(VRE_HOME=str(home), VRE_WORKER_INTERVAL="0.2")
-    start = time.perf_counter()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [VRE, "worker", "--threads", str(threads), "--verbose"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WorkerProcess(process, log, 0.0)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"vre worker exited:\n{log.read_text()[-3000:]}")
-        if " started" in log.read_text():
-            worker.started_in = time.perf_counter() - start
-            time.sleep(0.3)  # its first housekeeping round and idle transfer poll
-            return worker
-        time.sleep(0.05)
-    worker.stop()
-    raise SystemExit(f"vre worker did not start within 60 s:\n{log.read_text()[-3000:]}")
-
-
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) vre\.worker (.*)$")
 
 
@@ -448,7 +407,14 @@ def run_pair(
                 + ", ".join(f"{k} {v:.3f} s" for k, v in phase.baselines.items()),
                 flush=True,
             )
-        worker = start_worker(home, args.threads, base / "worker.log")
+        worker = start_worker(
+            home,
+            base / "worker.log",
+            "--threads",
+            str(args.threads),
+            "--verbose",
+            VRE_WORKER_INTERVAL="0.2",
+        )
         stack.callback(worker.stop)
         print(f"  vre worker up in {worker.started_in:.1f} s", flush=True)
         try:

@@ -72,3 +72,44 @@ def login(url: str) -> Client:
     )
     answer.raise_for_status()
     return Client(url, answer.json()["token"])
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+    started_in: float
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_worker(
+    home: Path, log: Path, *args: str, settle: float = 0.3, **env_vars: str
+) -> WorkerProcess:
+    """``vre worker ARGS`` on ``home``, returned once it logged its start (and ``settle``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VRE_")}
+    env.update(VRE_HOME=str(home), **env_vars)
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [VRE, "worker", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    worker = WorkerProcess(process, log, 0.0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"vre worker exited:\n{log.read_text()[-3000:]}")
+        if " started" in log.read_text():
+            worker.started_in = time.perf_counter() - start
+            time.sleep(settle)
+            return worker
+        time.sleep(0.05)
+    worker.stop()
+    raise SystemExit(f"vre worker did not start within 60 s:\n{log.read_text()[-3000:]}")

@@ -58,7 +58,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vre_server import VRE, login, start_server
+from vre_server import WorkerProcess, login, start_server, start_worker
 
 from vre.client import Client
 from vre.workflows.backends import local
@@ -119,43 +119,6 @@ def timed(
 
 
 # --- the vre worker ----------------------------------------------------------------------------
-@dataclass
-class WorkerProcess:
-    process: subprocess.Popen[bytes]
-    log: Path
-    started_in: float
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_worker(home: Path, log: Path) -> WorkerProcess:
-    """``vre worker`` with the defaults a user gets (VRE_RUN_POLL etc. unset), idle once up."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VRE_")}
-    env.update(VRE_HOME=str(home))
-    start = time.perf_counter()
-    with open(log, "wb") as out:
-        process = subprocess.Popen([VRE, "worker"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    worker = WorkerProcess(process, log, 0.0)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"vre worker exited:\n{log.read_text()[-3000:]}")
-        if " started" in log.read_text():
-            worker.started_in = time.perf_counter() - start
-            time.sleep(0.5)  # its first housekeeping round; then it only polls for runs
-            return worker
-        time.sleep(0.05)
-    worker.stop()
-    raise SystemExit(f"vre worker did not start within 60 s:\n{log.read_text()[-3000:]}")
-
-
 # --- vre runs ----------------------------------------------------------------------------------
 def spec(commands: list[list[str]]) -> str:
     """A serial reana.yaml: one step per list of commands."""
@@ -546,7 +509,7 @@ def main() -> None:
             print(f"vre serve up in {time.perf_counter() - started:.1f} s at {server.url}")
             client = login(server.url)
             stack.callback(client.http.close)
-            worker = start_worker(home, workdir / "worker.log")
+            worker = start_worker(home, workdir / "worker.log", settle=0.5)
             stack.callback(worker.stop)
             print(f"vre worker up in {worker.started_in:.1f} s", flush=True)
             try:
