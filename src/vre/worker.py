@@ -99,6 +99,18 @@ class Worker:
                 if not self._guarded("transfer", self.transfer_batch, sessions, pool):
                     self._stop.wait(min(self.settings.worker_interval, 0.5))
 
+    def _runs_once(self, sessions: sessionmaker[Session]) -> None:
+        """Every queued run, one after the other (``vre worker --once``)."""
+        from vre.workflows.engines import serial
+
+        s = self.settings
+        while True:
+            with transaction(sessions) as session:
+                taken = serial.claim(session, self.name, s.max_runs_per_account, 1)
+            if not taken:
+                return
+            serial.execute_safely(sessions, taken[0], s)
+
     def _run_loop(self, sessions: sessionmaker[Session]) -> None:
         """Workflow runs: claim queued ones (per-account limit) and execute each on a thread."""
         from vre.workflows.engines import serial
@@ -131,6 +143,7 @@ class Worker:
             with ThreadPoolExecutor(self.settings.transfer_threads) as pool:
                 while self._guarded("transfer", self.transfer_batch, sessions, pool):
                     pass
+            self._runs_once(sessions)
             self._guarded("housekeeping", self.housekeeping, sessions)
         else:
             mover = threading.Thread(target=self._transfer_loop, args=(sessions,), daemon=True)

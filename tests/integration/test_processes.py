@@ -42,9 +42,17 @@ def test_up_with_demo_then_ctrl_c(tmp_path: Path) -> None:
         api = Client(url=url, token="")
         api.login("root", password)
         names = {d["name"] for d in api.list_dids("demo", "*")}
-        assert {"dilepton", "dilepton-2024", "run001/events.csv"} <= names
+        assert {"dilepton", "dilepton-2024", "run001/events.root"} <= names
         files = api.replicas(["demo:dilepton"])
         assert len(files) == 3 and all(f["replicas"] for f in files)
+        # the demo queued a run of examples/dilepton; the worker thread runs it to the end
+        deadline = time.monotonic() + 60
+        while True:
+            state = api.run_status("dilepton.1")
+            if state["status"] in ("finished", "failed", "stopped") or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert state["status"] == "finished", state
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=30)

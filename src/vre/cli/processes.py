@@ -80,8 +80,13 @@ def up(
         console.print(f"(also written to {settings.home / 'root-password'})", style="dim")
     if demo:
         from vre.demo import load_demo
+        from vre.errors import VREError
 
-        summary = load_demo(sessions, settings)  # type: ignore[arg-type]
+        try:
+            summary = load_demo(sessions, settings)  # type: ignore[arg-type]
+        except VREError as exc:
+            console.print(f"[red]error:[/red] cannot load the demo: {exc.message}")
+            raise typer.Exit(2) from exc
         console.print(f"Demo data: {summary}")
     daemon = Worker(settings)
     thread = threading.Thread(target=daemon.run, name="vre-worker", daemon=True)

@@ -30,7 +30,7 @@ def _inputs(spec_path: Path) -> list[tuple[str, Path]]:
             found.append((entry, base / entry))
     for directory in inputs.get("directories") or []:
         for item in sorted((base / directory).rglob("*")):
-            if item.is_file():
+            if item.is_file() and "__pycache__" not in item.parts and item.suffix != ".pyc":
                 found.append((item.relative_to(base).as_posix(), item))
     return found
 

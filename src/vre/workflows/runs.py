@@ -55,7 +55,7 @@ def create(session: Session, actor: Account, name: str, text: str, home: Path) -
         or 0
     ) + 1
     directory = workspace.root(home, actor.name, f"{name}.{number}")
-    directory.mkdir(parents=True, exist_ok=False)
+    directory.mkdir(parents=True, exist_ok=True)  # left by a create that rolled back
     run = Run(
         account_id=actor.id,
         name=name,

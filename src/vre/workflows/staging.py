@@ -68,6 +68,22 @@ def stage_in(
     return staged
 
 
+def describe(
+    sessions: sessionmaker[Session], actor: Account, wanted: list[RucioInput]
+) -> list[Staged]:
+    """What stage-in brings for these DIDs, without moving bytes (for a restart's record)."""
+    described = []
+    for entry in wanted:
+        _require_local(entry.instance)
+        with transaction(sessions) as session:
+            files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
+        described += [
+            Staged(f"{f.scope}:{f.name}", f"inputs/{f.scope}/{f.name}", f.adler32, False)
+            for f in files
+        ]
+    return described
+
+
 def _fetch(
     item: replicas.FileReplicas, target: Path, rel: str, options: dict[str, dict[str, Any]]
 ) -> Staged:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -116,7 +117,11 @@ class _Execution:
 
 def _environment(ws: Path, label: str, secrets: list[Secret]) -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
-    env.update(HOME=str(ws), REANA_WORKSPACE=str(ws), VRE_WORKSPACE=str(ws), VRE_RUN=label)
+    # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    home = ws / ".vre" / "home"  # tools' caches land here, not among the results
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(HOME=str(home), REANA_WORKSPACE=str(ws), VRE_WORKSPACE=str(ws), VRE_RUN=label)
     for secret in secrets:
         if secret.kind == "file":
             path = ws / ".vre" / "secrets" / secret.name
@@ -152,7 +157,10 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     assert owner is not None
     try:
         job.update_run(current_step="stage-in")
-        staged = staging.stage_in(sessions, owner, ws, spec.rucio_inputs) if first == 0 else []
+        if first == 0:
+            staged = staging.stage_in(sessions, owner, ws, spec.rucio_inputs)
+        else:  # a restart keeps what was staged; provenance still names it
+            staged = staging.describe(sessions, owner, spec.rucio_inputs)
     except VREError as exc:
         job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
         return FAILED
