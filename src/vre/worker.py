@@ -76,6 +76,7 @@ class Worker:
             while rules.process_updates(session):
                 pass
             expired = rules.expire(session)
+            rules.retry_stuck(session)
         if expired:
             log.info("rules: %d expired", expired)
         gone = reaper.reap(sessions, timedelta(seconds=self.settings.reaper_grace))

@@ -20,7 +20,7 @@ from vre.errors import Conflict, Invalid
 from vre.identity.models import Account
 from vre.lake import catalogue, rules, scopes, storage
 from vre.lake.models import COPYING, DID, FILE, RSE, Attachment, CollectionUpdate, Replica
-from vre.lake.rule_models import Lock, Rule
+from vre.lake.rule_models import QUEUED, SUBMITTED, Lock, Rule, Transfer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ def candidates(session: Session, grace: timedelta, limit: int = 1000) -> list[Ca
             Replica.tombstone.is_not(None),
             Replica.tombstone <= cutoff,
             Replica.state != COPYING,
+            ~_transfer_active(),
         )
         .order_by(Replica.tombstone)
         .limit(limit)
@@ -67,6 +68,19 @@ def candidates(session: Session, grace: timedelta, limit: int = 1000) -> list[Ca
     ]
 
 
+def _transfer_active() -> Any:
+    """A queued or running transfer still writes to this replica: not the reaper's yet."""
+    return (
+        select(Transfer.id)
+        .where(
+            Transfer.did_id == Replica.did_id,
+            Transfer.rse_id == Replica.rse_id,
+            Transfer.state.in_((QUEUED, SUBMITTED)),
+        )
+        .exists()
+    )
+
+
 def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) -> list[Candidate]:
     """Delete what is due; returns what was deleted."""
     with transaction(factory) as session:
@@ -83,6 +97,7 @@ def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) ->
                         Replica.rse_id == item.rse_id,
                         Replica.lock_count == 0,
                         Replica.tombstone.is_not(None),
+                        ~_transfer_active(),
                     )
                     .values(updated_at=utcnow())
                 )

@@ -90,6 +90,7 @@ def evaluate(session: Session, rule: Rule, *, refuse_over_quota: bool = False) -
     if gone:
         release(session, rule, gone)
     new = [f for f in sizes if f not in locked]
+    rule.error = None
     if new:
         try:
             _lock(session, rule, new, sizes)
@@ -171,6 +172,28 @@ def _hold(session: Session, pairs: Sequence[tuple[int, int]], step: int) -> None
                     update(Replica)
                     .where(*where, Replica.lock_count <= 0)
                     .values(lock_count=0, tombstone=now)
+                )
+                unheld = select(Replica.did_id).where(*where, Replica.lock_count == 0)
+                session.execute(  # nobody wants these copies any more
+                    delete(Transfer).where(
+                        Transfer.rse_id == rse_id,
+                        Transfer.did_id.in_(unheld.scalar_subquery()),
+                        Transfer.state == QUEUED,
+                    )
+                )
+                running = (
+                    select(Transfer.id)
+                    .where(
+                        Transfer.did_id == Replica.did_id,
+                        Transfer.rse_id == Replica.rse_id,
+                        Transfer.state == SUBMITTED,
+                    )
+                    .exists()
+                )
+                session.execute(  # a copy never started has no bytes: the row just goes
+                    delete(Replica).where(
+                        *where, Replica.lock_count == 0, Replica.state == COPYING, ~running
+                    )
                 )
 
 
@@ -260,15 +283,22 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
 
 
 def release(session: Session, rule: Rule, file_ids: Sequence[int] | None = None) -> None:
-    """Drop the rule's locks (all, or on these files) and give back their usage."""
-    query = select(Lock.did_id, Lock.rse_id, Lock.bytes).where(Lock.rule_id == rule.id)
+    """Drop the rule's locks (all, or on these files) and give back their usage.
+
+    Usage and replica counts move by what the DELETE really removed (RETURNING), so two
+    releases racing each other cannot give the same lock back twice.
+    """
+    statement = delete(Lock).where(Lock.rule_id == rule.id)
+    returning = (Lock.did_id, Lock.rse_id, Lock.bytes)
     if file_ids is None:
-        rows = session.execute(query).all()
+        rows = list(session.execute(statement.returning(*returning)))
     else:
         rows = [
             row
             for chunk in bulk.chunks(list(file_ids))
-            for row in session.execute(query.where(Lock.did_id.in_(chunk)))
+            for row in session.execute(
+                statement.where(Lock.did_id.in_(chunk)).returning(*returning)
+            )
         ]
     if not rows:
         return
@@ -277,15 +307,7 @@ def release(session: Session, rule: Rule, file_ids: Sequence[int] | None = None)
         rule.account_id,
         {r: (-b, -f) for r, (b, f) in quotas.tally((r, b) for _, r, b in rows).items()},
     )
-    pairs = [(d, r) for d, r, _ in rows]
-    for rse_id, did_ids in _by_rse(pairs).items():
-        for chunk in bulk.chunks(did_ids):
-            session.execute(
-                delete(Lock).where(
-                    Lock.rule_id == rule.id, Lock.rse_id == rse_id, Lock.did_id.in_(chunk)
-                )
-            )
-    _hold(session, pairs, -1)
+    _hold(session, [(d, r) for d, r, _ in rows], -1)
 
 
 def recount(session: Session, rule_ids: Sequence[int]) -> None:
@@ -297,10 +319,15 @@ def recount(session: Session, rule_ids: Sequence[int]) -> None:
         .group_by(Lock.rule_id, Lock.state)
     ):
         counts[rule_id][state] = count
+    erred = set(
+        session.scalars(select(Rule.id).where(Rule.id.in_(list(rule_ids)), Rule.error.is_not(None)))
+    )  # files the rule could not lock (quota): stuck until an evaluation succeeds
     now = utcnow()
     for rule_id in rule_ids:
         c = counts.get(rule_id, {})
-        state = STUCK if c.get(STUCK) else REPLICATING if c.get(REPLICATING) else OK
+        state = (
+            STUCK if c.get(STUCK) or rule_id in erred else REPLICATING if c.get(REPLICATING) else OK
+        )
         session.execute(
             update(Rule)
             .where(Rule.id == rule_id)
@@ -321,9 +348,18 @@ def get(session: Session, actor: Account, rule_id: int) -> Rule:
     return rule
 
 
+def _take(session: Session, rule_id: int) -> Rule | None:
+    """The rule row, locked (PostgreSQL) and fresh, or None if another caller deleted it."""
+    session.expire_all()
+    return session.scalar(select(Rule).where(Rule.id == rule_id).with_for_update())
+
+
 def remove(session: Session, actor: Account, rule_id: int) -> None:
     """Delete a rule: its locks go, and replicas no lock holds become reaper candidates."""
-    rule = get(session, actor, rule_id)
+    get(session, actor, rule_id)  # ownership
+    rule = _take(session, rule_id)
+    if rule is None:
+        return
     release(session, rule)
     session.delete(rule)
 
@@ -373,11 +409,23 @@ def locks_of(session: Session, rule: Rule) -> list[dict[str, Any]]:
 
 def expire(session: Session) -> int:
     """Delete rules whose lifetime has passed."""
-    expired = list(session.scalars(select(Rule).where(Rule.expires_at < utcnow())))
-    for rule in expired:
-        release(session, rule)
-        session.delete(rule)
-    return len(expired)
+    expired = list(session.scalars(select(Rule.id).where(Rule.expires_at < utcnow())))
+    done = 0
+    for rule_id in expired:
+        rule = _take(session, rule_id)
+        if rule is not None:
+            release(session, rule)
+            session.delete(rule)
+            done += 1
+    return done
+
+
+def retry_stuck(session: Session) -> int:
+    """Evaluate again the rules that could not lock every file (a quota may have grown)."""
+    stuck = list(session.scalars(select(Rule).where(Rule.error.is_not(None)).with_for_update()))
+    for rule in stuck:
+        evaluate(session, rule)
+    return len(stuck)
 
 
 def covering(session: Session, did_ids: Iterable[int]) -> list[Rule]:

@@ -87,6 +87,13 @@ class StreamingTool:
     """Stream source → destination through fsspec, checking adler32 on the way."""
 
     def copy(self, job: Job) -> Outcome:
+        try:
+            return self._copy(job)
+        except Exception as exc:  # an unexpected error fails this transfer, not the batch
+            storage.discard_part(job.url, job.tag, options=job.options)
+            return Outcome(job, False, error=f"{type(exc).__name__}: {exc}")
+
+    def _copy(self, job: Job) -> Outcome:
         started = time.monotonic()
         errors: list[str] = []
         bad: list[int] = []
@@ -118,6 +125,7 @@ class StreamingTool:
             try:
                 storage.commit_part(job.url, tag, options=job.options)
             except storage.StorageError as exc:
+                storage.discard_part(job.url, tag, options=job.options)
                 errors.append(exc.message)
                 break
             return Outcome(
@@ -268,11 +276,21 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
         by_rse.setdefault(out.job.rse_id, []).append(out.job.did_id)
     for rse_id, did_ids in by_rse.items():
         for chunk in bulk.chunks(did_ids):
-            session.execute(
-                update(Replica)
-                .where(Replica.rse_id == rse_id, Replica.did_id.in_(chunk))
-                .values(state=AVAILABLE, updated_at=now)
+            made = set(
+                session.scalars(
+                    update(Replica)
+                    .where(Replica.rse_id == rse_id, Replica.did_id.in_(chunk))
+                    .values(state=AVAILABLE, updated_at=now)
+                    .returning(Replica.did_id)
+                )
             )
+            for out in done:  # the replica went meanwhile: its bytes must not stay behind
+                if (
+                    out.job.rse_id == rse_id
+                    and out.job.did_id in chunk
+                    and (out.job.did_id not in made)
+                ):
+                    storage.delete(out.job.url, options=out.job.options)
             session.execute(
                 update(Lock).where(Lock.rse_id == rse_id, Lock.did_id.in_(chunk)).values(state=OK)
             )
