@@ -279,7 +279,7 @@ def test_two_workers_on_postgresql_share_the_queue(tmp_path: Path) -> None:
         inputs = tmp_path / "in"
         inputs.mkdir()
         for i in range(120):
-            (inputs / f"f{i:03d}").write_bytes(os.urandom(2048))
+            (inputs / f"f{i:03d}").write_bytes(os.urandom(64 * 1024))
         server.cli(
             "upload",
             *map(str, sorted(inputs.iterdir())),
@@ -290,7 +290,6 @@ def test_two_workers_on_postgresql_share_the_queue(tmp_path: Path) -> None:
             "--dataset",
             "many",
         )
-        created = json.loads(server.cli("rule", "add", "pg:many", "--rse", "PG-DST", "--json").out)
         logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
         workers = [
             start_worker(
@@ -298,16 +297,27 @@ def test_two_workers_on_postgresql_share_the_queue(tmp_path: Path) -> None:
                 "--verbose",
                 database_url=database_url,
                 log=log,
-                VRE_TRANSFER_BATCH="10",
+                VRE_TRANSFER_BATCH="4",
                 VRE_TRANSFER_THREADS="2",
             )
             for log in logs
         ]
-        wait_for(
-            lambda: rule(server, created["id"])["state"] == "ok",
-            timeout=120,
-            what="rule ok with two workers",
-        )
+        for log in logs:  # both poll the queue before there is work
+            wait_for(
+                lambda log=log: log.exists() and " started" in log.read_text(),
+                what="worker started",
+            )
+        created = json.loads(server.cli("rule", "add", "pg:many", "--rse", "PG-DST", "--json").out)
+        try:
+            wait_for(
+                lambda: rule(server, created["id"])["state"] == "ok",
+                timeout=60,
+                what="rule ok with two workers",
+            )
+        except AssertionError:
+            shown = rule(server, created["id"])
+            shown["locks"] = [lk for lk in shown["locks"] if lk["state"] != "ok"][:5]
+            raise AssertionError(f"rule not ok: {shown}") from None
         for worker in workers:
             stop(worker)
         claimed = []

@@ -311,7 +311,14 @@ def release(session: Session, rule: Rule, file_ids: Sequence[int] | None = None)
 
 
 def recount(session: Session, rule_ids: Sequence[int]) -> None:
-    """Rule state from its lock states: stuck beats replicating beats ok."""
+    """Rule state from its lock states: stuck beats replicating beats ok.
+
+    The rule rows are locked first (in id order): two workers finishing batches of the
+    same rule at once then count one after the other, never from the same stale view.
+    """
+    session.execute(
+        select(Rule.id).where(Rule.id.in_(list(rule_ids))).order_by(Rule.id).with_for_update()
+    )
     counts: dict[int, dict[str, int]] = defaultdict(dict)
     for rule_id, state, count in session.execute(
         select(Lock.rule_id, Lock.state, func.count())
@@ -384,6 +391,17 @@ def list_rules(
     if did:
         query = query.where(DID.scope == did[0], DID.name == did[1])
     return [tuple(row) for row in session.execute(query.order_by(Rule.id))]  # type: ignore[misc]
+
+
+def held_by(session: Session, actor: Account, did_id: int, rse_id: int) -> bool:
+    """Whether one of the actor's rules already locks this file on this RSE."""
+    query = (
+        select(Lock.rule_id)
+        .join(Rule, Rule.id == Lock.rule_id)
+        .where(Lock.did_id == did_id, Lock.rse_id == rse_id, Rule.account_id == actor.id)
+        .limit(1)
+    )
+    return session.scalar(query) is not None
 
 
 def names_of(session: Session, rule: Rule) -> tuple[str, str]:

@@ -157,6 +157,9 @@ def _register(
         replica = session.get(Replica, (did.id, rse_id))
         if replica is not None and replica.state == AVAILABLE:
             target.discard()
+            did.obsolete = False
+            if not rules.held_by(session, actor, did.id, rse_id):
+                rules.add(session, actor, scope, name, rse_name, comment="upload")
             return UploadResult(
                 scope,
                 name,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from vre.db import utcnow
@@ -147,10 +147,15 @@ def stop(session: Session, actor: Account, label: str) -> Run:
     run = find(session, actor, label)
     if run.status not in ACTIVE:
         raise Conflict(f"run {run.label} is {run.status}: only a queued or running run stops")
-    if run.status == QUEUED:
-        run.status, run.finished_at = STOPPED, utcnow()
-    else:
-        run.stop_requested = True
+    # Conditional: a worker may claim the run at this very moment; then it must stop it.
+    stopped = session.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status == QUEUED)
+        .values(status=STOPPED, finished_at=utcnow())
+    )
+    if stopped.rowcount != 1:  # type: ignore[attr-defined]
+        session.execute(update(Run).where(Run.id == run.id).values(stop_requested=True))
+    session.refresh(run)
     return run
 
 

@@ -94,6 +94,8 @@ def zip_directory(workspace: Path, path: str) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for item in sorted(directory.rglob("*")):
+            if ".vre" in item.relative_to(workspace).parts[:1]:
+                continue  # the VRE's own logs and tool caches
             if item.is_file() and not item.is_symlink():
                 archive.write(item, item.relative_to(directory).as_posix())
     return buffer.getvalue()

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -96,6 +99,19 @@ class _Execution:
                 .values(**values)
             )
 
+    def heartbeat(self, stop: threading.Event) -> None:
+        """Renew the run's lease for as long as it executes, staging included."""
+        while not stop.wait(LEASE / 10):
+            try:
+                with transaction(self.sessions) as session:
+                    session.execute(
+                        update(Run)
+                        .where(Run.id == self.run_id)
+                        .values(lease_until=utcnow() + timedelta(seconds=LEASE))
+                    )
+            except Exception:
+                log.exception("could not renew the lease of run %s", self.run_id)
+
     def should_stop(self) -> bool:
         """Asked every ~0.2 s while a command runs: also renews the run's lease."""
         now = time.monotonic()
@@ -115,7 +131,7 @@ class _Execution:
         return self._stop
 
 
-def _environment(ws: Path, label: str, secrets: list[Secret]) -> dict[str, str]:
+def _environment(ws: Path, label: str, secrets: list[Secret], private: Path) -> dict[str, str]:
     env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
     # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -123,9 +139,9 @@ def _environment(ws: Path, label: str, secrets: list[Secret]) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     env.update(HOME=str(home), REANA_WORKSPACE=str(ws), VRE_WORKSPACE=str(ws), VRE_RUN=label)
     for secret in secrets:
-        if secret.kind == "file":
-            path = ws / ".vre" / "secrets" / secret.name
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if secret.kind == "file":  # outside the workspace: never listed, fetched or zipped
+            path = private / secret.name
+            private.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secret.value)
@@ -147,8 +163,47 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
         secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
         owner = session.get(Account, run.account_id)
         digest = run.spec_digest
-    hidden = [s.value for s in secrets if s.kind == "env"]
-    env = _environment(ws, label, secrets)
+    lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
+    hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
+    private = Path(tempfile.mkdtemp(prefix=f"vre-secrets-{run_id}-"))
+    env = _environment(ws, label, secrets, private)
+    beat = threading.Event()
+    heart = threading.Thread(target=job.heartbeat, args=(beat,), daemon=True)
+    heart.start()
+    try:
+        return _steps(
+            job,
+            spec,
+            ws,
+            label,
+            params,
+            env,
+            hidden,
+            restart_from,
+            owner,
+            digest,
+            sessions,
+            settings,
+        )
+    finally:
+        beat.set()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _steps(
+    job: _Execution,
+    spec: specs.Spec,
+    ws: Path,
+    label: str,
+    params: dict[str, Any],
+    env: dict[str, str],
+    hidden: list[str],
+    restart_from: str | None,
+    owner: Account | None,
+    digest: str,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+) -> str:
     names = [s.name for s in spec.steps]
     first = names.index(restart_from) if restart_from in names else 0
     job.update_run(
