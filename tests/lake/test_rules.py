@@ -380,7 +380,9 @@ def test_failed_storage_delete_is_retried_not_forgotten(  # type: ignore[no-unty
 
     monkeypatch.setattr(storage, "delete", broken)
     assert reaper.reap(sessions, timedelta(0)) == []
-    assert replica_states(sessions, "k1") == {"DISK-A": AVAILABLE, "DISK-B": AVAILABLE}
+    # Still catalogued (never forgotten), no longer offered as a source while it goes.
+    assert replica_states(sessions, "k1") == {"DISK-A": AVAILABLE, "DISK-B": "unavailable"}
+    assert next(lake["B"].rglob("k1")).exists()
     monkeypatch.setattr(storage, "delete", real_delete)
     assert [c.rse for c in reaper.reap(sessions, timedelta(0))] == ["DISK-B"]
     assert not list(lake["B"].rglob("k1"))

@@ -19,7 +19,16 @@ from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid
 from vre.identity.models import Account
 from vre.lake import catalogue, rules, scopes, storage
-from vre.lake.models import COPYING, DID, FILE, RSE, Attachment, CollectionUpdate, Replica
+from vre.lake.models import (
+    COPYING,
+    DID,
+    FILE,
+    RSE,
+    UNAVAILABLE,
+    Attachment,
+    CollectionUpdate,
+    Replica,
+)
 from vre.lake.rule_models import QUEUED, SUBMITTED, Lock, Rule, Transfer
 
 log = logging.getLogger(__name__)
@@ -87,32 +96,35 @@ def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) ->
         due = candidates(session, grace, limit)
     deleted = []
     for item in due:
+        where = (Replica.did_id == item.did_id, Replica.rse_id == item.rse_id)
+        with transaction(factory) as session:
+            # Committed before any byte goes: from here on the replica is `unavailable`,
+            # never a source, and a rule that wants it again queues a fresh copy.
+            taken = session.execute(
+                update(Replica)
+                .where(
+                    *where,
+                    Replica.lock_count == 0,
+                    Replica.tombstone.is_not(None),
+                    Replica.state != COPYING,
+                    ~_transfer_active(),
+                )
+                .values(state=UNAVAILABLE, updated_at=utcnow())
+            )
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            continue  # a rule locked it meanwhile: it stays
         try:
-            with transaction(factory) as session:
-                # Take the row first (a write): a rule that locked it meanwhile wins.
-                taken = session.execute(
-                    update(Replica)
-                    .where(
-                        Replica.did_id == item.did_id,
-                        Replica.rse_id == item.rse_id,
-                        Replica.lock_count == 0,
-                        Replica.tombstone.is_not(None),
-                        ~_transfer_active(),
-                    )
-                    .values(updated_at=utcnow())
-                )
-                if taken.rowcount != 1:  # type: ignore[attr-defined]
-                    continue
-                storage.delete(item.url, options=item.options)
-                session.execute(
-                    delete(Replica).where(
-                        Replica.did_id == item.did_id, Replica.rse_id == item.rse_id
-                    )
-                )
-                _drop_if_last(session, item.did_id)
-            deleted.append(item)
+            storage.delete(item.url, options=item.options)
         except storage.StorageError as exc:
             log.warning("reaper: %s on %s stays for the next round: %s", item.did, item.rse, exc)
+            continue
+        with transaction(factory) as session:
+            gone = session.execute(
+                delete(Replica).where(*where, Replica.lock_count == 0, Replica.state == UNAVAILABLE)
+            )
+            if gone.rowcount == 1:  # type: ignore[attr-defined]
+                _drop_if_last(session, item.did_id)
+        deleted.append(item)
     return deleted
 
 
