@@ -57,6 +57,8 @@ test: install clients system-deps postgres lint
 bench: install system-deps postgres
 	$(VENV)/bin/python bench/catalogue.py
 	$(VENV)/bin/python bench/upload.py
+	$(VENV)/bin/python bench/transfers.py
+	$(VENV)/bin/python bench/workflows.py
 
 clean:
 	rm -rf $(VENV) $(CLIENTS) $(TOOLS) .pytest_cache .ruff_cache
