@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from vre.lake.models import Replica
@@ -55,9 +55,13 @@ def snapshot(session: Session) -> Snapshot:
     snap.duration_sum = float(
         session.scalar(select(func.coalesce(func.sum(Transfer.duration), 0.0)).where(done)) or 0.0
     )
+    counts_le = session.execute(
+        select(
+            *[func.sum(case((Transfer.duration <= b, 1), else_=0)) for b in DURATION_BUCKETS]
+        ).where(done)
+    ).one()
     snap.duration_buckets = [
-        (b, session.scalar(select(func.count()).where(done, Transfer.duration <= b)) or 0)
-        for b in DURATION_BUCKETS
+        (b, int(c or 0)) for b, c in zip(DURATION_BUCKETS, counts_le, strict=True)
     ]
     rules = dict(session.execute(select(Rule.state, func.count()).group_by(Rule.state)).all())
     snap.rules_by_state = {s: rules.get(s, 0) for s in (OK, REPLICATING, STUCK)}

@@ -272,6 +272,7 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
         )
     rule_ids: set[int] = set()
     by_rse: dict[int, list[int]] = {}
+    jobs_at = {(o.job.did_id, o.job.rse_id): o.job for o in done}
     for out in done:
         by_rse.setdefault(out.job.rse_id, []).append(out.job.did_id)
     for rse_id, did_ids in by_rse.items():
@@ -284,13 +285,9 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
                     .returning(Replica.did_id)
                 )
             )
-            for out in done:  # the replica went meanwhile: its bytes must not stay behind
-                if (
-                    out.job.rse_id == rse_id
-                    and out.job.did_id in chunk
-                    and (out.job.did_id not in made)
-                ):
-                    storage.delete(out.job.url, options=out.job.options)
+            for did_id in set(chunk) - made:  # the replica went: its bytes must not stay
+                job = jobs_at[(did_id, rse_id)]
+                storage.delete(job.url, options=job.options)
             session.execute(
                 update(Lock).where(Lock.rse_id == rse_id, Lock.did_id.in_(chunk)).values(state=OK)
             )

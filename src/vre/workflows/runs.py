@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -24,7 +23,6 @@ from vre.workflows.models import (
     ACTIVE,
     CREATED,
     DELETED,
-    DONE_STATES,
     PENDING,
     QUEUED,
     RUNNING,
@@ -38,7 +36,7 @@ ENGINES = ("serial",)
 
 
 def load_spec(run: Run) -> specs.Spec:
-    return specs.parse(yaml.safe_dump(run.spec))
+    return specs.from_document(run.spec)
 
 
 def create(session: Session, actor: Account, name: str, text: str, home: Path) -> Run:
@@ -184,7 +182,3 @@ def running_count(session: Session, account_id: int) -> int:
         )
         or 0
     )
-
-
-def is_done(run: Run) -> bool:
-    return run.status in DONE_STATES

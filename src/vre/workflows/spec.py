@@ -178,6 +178,11 @@ def parse(text: str, *, base_dir: str | Path | None = None) -> Spec:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise SpecError([f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}"]) from exc
+    return from_document(document, base_dir=base_dir)
+
+
+def from_document(document: Any, *, base_dir: str | Path | None = None) -> Spec:
+    """A :class:`Spec` from an already-loaded document (a run's stored specification)."""
     errors, warnings = validate(document, base_dir=base_dir)
     if errors:
         raise SpecError(errors)
