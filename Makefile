@@ -8,7 +8,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 PORT ?= 8080
 # Debian packages the tests start as real servers (XRootD) or use as clients.
-DEBS := xrootd-server xrootd-client nginx libnginx-mod-http-dav-ext openssl
+DEBS := xrootd-server xrootd-client nginx libnginx-mod-http-dav-ext openssl podman runc busybox-static
 PG_CLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
 
 .PHONY: up install clients test lint system-deps postgres bench clean

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     max_runs_per_account: int = 4
     run_threads: int = 4
     run_poll: float = 0.1
+    # Steps in containers: VRE_CONTAINER_RUNTIME=podman runs each step in its
+    # `environment` image; empty runs steps on the host (the run record says so).
+    container_runtime: str = ""
+    podman_options: str = "--runtime runc --cgroup-manager cgroupfs --events-backend file"
+    container_options: str = "--network none --ulimit nofile=20000:20000 --ulimit nproc=32768:32768"
 
     def resolved_database_url(self) -> str:
         """SQLite under VRE_HOME unless told otherwise: the laptop default needs no server."""

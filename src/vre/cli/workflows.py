@@ -95,10 +95,11 @@ def status(run_: str = typer.Argument(..., metavar="RUN"), as_json: bool = JsonO
         emit_json(state)
         return
     steps = state.pop("steps")
+    for step in steps:  # an image ID reads like docker's: its first 12 digits
+        step["image"] = (step.get("image") or "")[:12]
     show({k: v for k, v in state.items() if v not in (None, "", {})}, False)
-    table(
-        steps, ["index", "name", "status", "environment", "exit_code", "started_at", "finished_at"]
-    )
+    columns = ["index", "name", "status", "environment", "image", "exit_code"]
+    table(steps, [*columns, "started_at", "finished_at"])
 
 
 def logs(

@@ -63,6 +63,8 @@ class RunStep(Base):
     status: Mapped[str] = mapped_column(String(16), default=CREATED)
     environment: Mapped[str | None] = mapped_column(String(512), nullable=True)
     compute_backend: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # What the step really ran in: the container image ID, or "host".
+    image: Mapped[str | None] = mapped_column(String(512), nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

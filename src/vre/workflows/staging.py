@@ -38,6 +38,7 @@ class Staged:
     path: str
     adler32: str | None
     linked: bool
+    target: str | None = None  # where a link points: a replica's file on this host
 
 
 def _require_local(instance: str) -> None:
@@ -77,11 +78,29 @@ def describe(
         _require_local(entry.instance)
         with transaction(sessions) as session:
             files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
-        described += [
-            Staged(f"{f.scope}:{f.name}", f"inputs/{f.scope}/{f.name}", f.adler32, False)
-            for f in files
-        ]
+        for item in files:
+            target = _linkable(item)
+            described.append(
+                Staged(
+                    f"{item.scope}:{item.name}",
+                    f"inputs/{item.scope}/{item.name}",
+                    item.adler32,
+                    linked=target is not None,
+                    target=target,
+                )
+            )
     return described
+
+
+def _linkable(item: replicas.FileReplicas) -> str | None:
+    """The path of an available replica's bytes on this host, if there is one."""
+    for replica in item.replicas:
+        if replica.state != "available":
+            continue
+        local = storage.local_path(replica.url)
+        if local and os.path.isfile(local):
+            return str(local)
+    return None
 
 
 def _fetch(
@@ -91,11 +110,10 @@ def _fetch(
     available = [r for r in item.replicas if r.state == "available"]
     if not available:
         raise Invalid(f"{did} has no available replica to stage in")
-    for replica in available:
-        local = storage.local_path(replica.url)
-        if local and os.path.isfile(local):
-            target.symlink_to(local)
-            return Staged(did, rel, item.adler32, linked=True)
+    local = _linkable(item)
+    if local:
+        target.symlink_to(local)
+        return Staged(did, rel, item.adler32, linked=True, target=local)
     errors = []
     for replica in available:
         summer = Checksummer(md5=False)

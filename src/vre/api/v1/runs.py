@@ -36,6 +36,7 @@ class StepOut(BaseModel):
     name: str
     status: str
     environment: str | None
+    image: str | None = None  # what the step ran in: an image ID, or "host"
     compute_backend: str | None
     exit_code: int | None
     started_at: datetime | None
@@ -101,6 +102,7 @@ def detail(session: Session, run: Run) -> RunDetail:
             name=s.name,
             status=s.status,
             environment=s.environment,
+            image=s.image,
             compute_backend=s.compute_backend,
             exit_code=s.exit_code,
             started_at=s.started_at,

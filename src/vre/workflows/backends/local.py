@@ -45,8 +45,13 @@ def run_command(
     timeout: float,
     should_stop: Callable[[], bool],
     secrets: list[str] | None = None,
+    argv: list[str] | None = None,
+    on_kill: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Run one command to completion, timeout or stop; never raises for a failing command."""
+    """Run one command to completion, timeout or stop; never raises for a failing command.
+
+    ``argv`` replaces the plain ``bash -c command`` (a container runtime's command line);
+    ``on_kill`` runs after a stop or timeout killed it (to remove a container)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     hidden = sorted(secrets or [], key=len, reverse=True)
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
@@ -55,7 +60,7 @@ def run_command(
         out.write(f"$ {mask(command, hidden)}\n")
         out.flush()
         process = subprocess.Popen(
-            ["bash", "-c", command],
+            argv or ["bash", "-c", command],
             cwd=cwd,
             env=dict(env),
             stdout=subprocess.PIPE,
@@ -87,6 +92,8 @@ def run_command(
                 stopped = True
             if timed_out or stopped:
                 _kill(process)
+                if on_kill:
+                    on_kill()
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=0.2)

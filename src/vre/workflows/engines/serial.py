@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -24,7 +23,7 @@ from vre.errors import VREError
 from vre.identity.models import Account
 from vre.workflows import runs, staging, workspace
 from vre.workflows import spec as specs
-from vre.workflows.backends import local
+from vre.workflows.backends import local, runner
 from vre.workflows.models import (
     FAILED,
     FINISHED,
@@ -38,10 +37,6 @@ from vre.workflows.models import (
 )
 
 log = logging.getLogger(__name__)
-HOST_NOTE = (
-    "steps ran in the host environment: no container runtime is configured"
-    " (each step's environment is recorded)"
-)
 
 
 LEASE = 300.0  # seconds; renewed with every update while a run executes
@@ -131,13 +126,13 @@ class _Execution:
         return self._stop
 
 
-def _environment(ws: Path, label: str, secrets: list[Secret], private: Path) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
-    # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+def _environment(
+    ws: Path, label: str, secrets: list[Secret], private: Path
+) -> runner.StepEnvironment:
     home = ws / ".vre" / "home"  # tools' caches land here, not among the results
     home.mkdir(parents=True, exist_ok=True)
-    env.update(HOME=str(home), REANA_WORKSPACE=str(ws), VRE_WORKSPACE=str(ws), VRE_RUN=label)
+    variables = dict(HOME=str(home), REANA_WORKSPACE=str(ws), VRE_WORKSPACE=str(ws), VRE_RUN=label)
+    hidden: dict[str, str] = {}
     for secret in secrets:
         if secret.kind == "file":  # outside the workspace: never listed, fetched or zipped
             path = private / secret.name
@@ -145,10 +140,10 @@ def _environment(ws: Path, label: str, secrets: list[Secret], private: Path) -> 
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secret.value)
-            env[secret.name] = str(path)
+            variables[secret.name] = str(path)
         else:
-            env[secret.name] = secret.value
-    return env
+            hidden[secret.name] = secret.value
+    return runner.StepEnvironment(ws, variables, hidden, private)
 
 
 def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
@@ -166,7 +161,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
     hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
     private = Path(tempfile.mkdtemp(prefix=f"vre-secrets-{run_id}-"))
-    env = _environment(ws, label, secrets, private)
+    environment = _environment(ws, label, secrets, private)
     beat = threading.Event()
     heart = threading.Thread(target=job.heartbeat, args=(beat,), daemon=True)
     heart.start()
@@ -177,7 +172,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
             ws,
             label,
             params,
-            env,
+            environment,
             hidden,
             restart_from,
             owner,
@@ -196,7 +191,7 @@ def _steps(
     ws: Path,
     label: str,
     params: dict[str, Any],
-    env: dict[str, str],
+    environment: runner.StepEnvironment,
     hidden: list[str],
     restart_from: str | None,
     owner: Account | None,
@@ -206,9 +201,7 @@ def _steps(
 ) -> str:
     names = [s.name for s in spec.steps]
     first = names.index(restart_from) if restart_from in names else 0
-    job.update_run(
-        status=RUNNING, started_at=utcnow(), steps_done=first, environment_note=HOST_NOTE
-    )
+    job.update_run(status=RUNNING, started_at=utcnow(), steps_done=first)
     assert owner is not None
     try:
         job.update_run(current_step="stage-in")
@@ -219,6 +212,13 @@ def _steps(
     except VREError as exc:
         job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
         return FAILED
+    environment.links = [(s.path, s.target) for s in staged if s.linked and s.target]
+    try:
+        steps_in = runner.for_settings(settings, environment)
+    except VREError as exc:
+        job.update_run(status=FAILED, finished_at=utcnow(), error=exc.message)
+        return FAILED
+    job.update_run(environment_note=steps_in.note)
     for index, step in enumerate(spec.steps):
         if index < first:
             continue
@@ -226,17 +226,25 @@ def _steps(
         job.update_step(index, status=RUNNING, started_at=utcnow(), exit_code=None)
         logfile = workspace.log_path(ws, index, step.name)
         logfile.unlink(missing_ok=True)
-        for command in step.commands:
+        try:
+            image = steps_in.prepare(step.environment)
+        except VREError as exc:
+            job.update_step(index, status=FAILED, finished_at=utcnow())
+            job.update_run(
+                status=FAILED, finished_at=utcnow(), error=f"step {step.name!r}: {exc.message}"
+            )
+            return FAILED
+        job.update_step(index, image=image)
+        for number, command in enumerate(step.commands):
             text = specs.substitute(command, params)
             job.update_run(current_command=local.mask(text, hidden))
-            outcome = local.run_command(
+            outcome = steps_in.run(
                 text,
-                cwd=ws,
                 log=logfile,
-                env=env,
                 timeout=step.timeout or settings.step_timeout,
                 should_stop=job.should_stop,
-                secrets=hidden,
+                hidden=hidden,
+                name=runner.container_name(job.run_id, index, number),
             )
             if outcome.stopped:
                 job.update_step(index, status=STOPPED, finished_at=utcnow())

@@ -1,0 +1,149 @@
+"""Steps in containers: each command runs with bash inside the step's ``environment``
+image, through podman.
+
+The workspace is bound at its own absolute path, so ``$REANA_WORKSPACE`` and absolute
+paths a step computes mean the same inside and out. Files staged in as links into a
+``file://`` RSE are reachable read-only: the link target's scope directory on that RSE
+is bound read-only at its own path (a scope directory only holds files of that scope,
+and the run's owner may read the whole scope, so nothing else is exposed). Secrets
+reach podman through its environment (``--env NAME``), never its command line, which
+``ps`` shows to every user of the host.
+
+No registry is assumed: an image that is not in podman's store is pulled once, and a
+failed pull fails the run with a message that says how to load the image instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vre.errors import Invalid
+
+PULL_TIMEOUT = 900.0
+
+
+class ImageUnavailable(Invalid):
+    """The step's environment image is not in podman's store and could not be pulled."""
+
+
+@dataclass
+class Podman:
+    """How this VRE calls podman; options come from the operator's settings."""
+
+    executable: str = "podman"
+    global_options: list[str] = field(default_factory=list)
+    run_options: list[str] = field(default_factory=list)
+    _images: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, runtime: str, global_options: str, run_options: str) -> Podman:
+        executable = shutil.which(runtime) or runtime
+        if not Path(executable).is_file():
+            raise Invalid(f"container runtime {runtime!r} is not installed on this host")
+        return cls(executable, shlex.split(global_options), shlex.split(run_options))
+
+    def _podman(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.executable, *self.global_options, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def image_id(self, image: str) -> str:
+        """The store's ID for ``image``, pulling it if it is not there yet."""
+        if image in self._images:
+            return self._images[image]
+        found = self._podman("image", "inspect", "--format", "{{.Id}}", image)
+        if found.returncode != 0:
+            try:
+                pulled = self._podman("pull", "--quiet", image, timeout=PULL_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise ImageUnavailable(
+                    f"environment image {image!r}: pulling it took over {PULL_TIMEOUT:.0f} s"
+                ) from None
+            if pulled.returncode != 0:
+                why = (pulled.stderr.strip().splitlines() or ["no reason given"])[-1]
+                raise ImageUnavailable(
+                    f"environment image {image!r} is not on this host and could not be"
+                    f" pulled ({why}); an operator can add it with 'podman load' or"
+                    " 'podman import'"
+                )
+            found = self._podman("image", "inspect", "--format", "{{.Id}}", image)
+            if found.returncode != 0:
+                raise ImageUnavailable(f"environment image {image!r} vanished after its pull")
+        ident = found.stdout.strip().splitlines()[0]
+        self._images[image] = ident
+        return ident
+
+    def command(
+        self,
+        command: str,
+        *,
+        image: str,
+        name: str,
+        workspace: Path,
+        env: Mapping[str, str],
+        passed: Iterable[str] = (),
+        binds: Iterable[Path] = (),
+    ) -> list[str]:
+        """The argv that runs ``command`` with bash in ``image``.
+
+        ``env`` values are written on the command line; names in ``passed`` are taken
+        from podman's own environment (secrets)."""
+        argv = [self.executable, *self.global_options, "run", "--rm", "--name", name]
+        argv += ["--pull", "never", "--workdir", str(workspace)]
+        argv += ["--volume", f"{workspace}:{workspace}:rw"]
+        for path in sorted(set(binds)):
+            argv += ["--volume", f"{path}:{path}:ro"]
+        for key, value in sorted(env.items()):
+            argv += ["--env", f"{key}={value}"]
+        for key in sorted(passed):
+            argv += ["--env", key]
+        argv += self.run_options
+        argv += [image, "bash", "-c", command]
+        return argv
+
+    def remove(self, name: str) -> None:
+        """Make sure a stopped or timed-out command's container is gone."""
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self._podman("rm", "--force", "--ignore", "--time", "0", name, timeout=30)
+
+
+def container_name(run_id: int, step: int, command: int) -> str:
+    return f"vre-run{run_id}-s{step}-c{command}-{secrets.token_hex(3)}"
+
+
+def input_binds(links: Iterable[tuple[str, str]]) -> list[Path]:
+    """Read-only binds that make stage-in links resolve inside a container.
+
+    ``links`` are (workspace path, link target) pairs from stage-in, never read back
+    from the workspace: a step may have planted links of its own there. A link
+    ``inputs/SCOPE/NAME`` points at ``<rse>/SCOPE/xx/yy/NAME`` (the lake's deterministic
+    layout): bind ``<rse>/SCOPE``. A link of any other shape binds just its target."""
+    binds: set[Path] = set()
+    for rel, target in links:
+        relative = Path(rel).parts[1:]  # (scope, *name parts) under inputs/
+        scope, depth = relative[0], len(relative) - 1
+        parts = Path(target).parts
+        if len(parts) > depth + 3 and parts[-(depth + 3)] == scope:
+            binds.add(Path(*parts[: -(depth + 2)]))
+        else:
+            binds.add(Path(target))
+    return _outermost(binds)
+
+
+def _outermost(paths: set[Path]) -> list[Path]:
+    kept: list[Path] = []
+    for path in sorted(paths, key=lambda p: len(p.parts)):
+        if not any(k == path or k in path.parents for k in kept):
+            kept.append(path)
+    return sorted(kept)

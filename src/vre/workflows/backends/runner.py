@@ -1,0 +1,145 @@
+"""Where a step's commands run: on the host, or in the step's environment image.
+
+The engine asks a runner to ``prepare`` each step (which pins the image it will use
+and says what to record) and then to ``run`` each command; both runners share the
+local backend's process handling (logs, masking, timeout, stop).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vre.config import Settings
+from vre.errors import Invalid
+from vre.workflows.backends import local
+from vre.workflows.backends.container import Podman, container_name, input_binds
+
+HOST = "host"
+HOST_NOTE = (
+    "steps ran in the host environment: no container runtime is configured"
+    " (each step's environment is recorded)"
+)
+SUPPORTED = ("podman",)
+
+
+@dataclass
+class StepEnvironment:
+    """What every command of a run sees, whatever it runs in."""
+
+    workspace: Path
+    variables: dict[str, str]  # HOME, REANA_WORKSPACE, VRE_RUN, file secrets' paths
+    secrets: dict[str, str]  # secret environment variables: never on a command line
+    private: Path  # the directory holding file secrets, outside the workspace
+    links: list[tuple[str, str]] = field(default_factory=list)  # stage-in links
+
+
+class HostRunner:
+    note = HOST_NOTE
+
+    def __init__(self, environment: StepEnvironment) -> None:
+        self.environment = environment
+        base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+        # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
+        base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
+        self.env = {**base, **environment.variables, **environment.secrets}
+
+    def prepare(self, image: str | None) -> str:
+        return HOST
+
+    def run(
+        self,
+        command: str,
+        *,
+        log: Path,
+        timeout: float,
+        should_stop: Callable[[], bool],
+        hidden: list[str],
+        name: str,
+    ) -> local.Outcome:
+        return local.run_command(
+            command,
+            cwd=self.environment.workspace,
+            log=log,
+            env=self.env,
+            timeout=timeout,
+            should_stop=should_stop,
+            secrets=hidden,
+        )
+
+
+class ContainerRunner:
+    note = (
+        "steps ran in podman containers of their environment images"
+        " (each step records the image ID)"
+    )
+
+    def __init__(self, environment: StepEnvironment, podman: Podman) -> None:
+        self.environment, self.podman = environment, podman
+        self.image: str | None = None
+        self.binds = input_binds(environment.links)
+        if environment.private.is_dir():
+            self.binds.append(environment.private)
+        # podman itself needs the host's environment; secrets ride along by name only.
+        self.process_env = {**os.environ, **environment.secrets}
+
+    def prepare(self, image: str | None) -> str:
+        if not image:
+            raise Invalid("a step without an environment image cannot run in a container")
+        self.image = self.podman.image_id(image)
+        return self.image
+
+    def run(
+        self,
+        command: str,
+        *,
+        log: Path,
+        timeout: float,
+        should_stop: Callable[[], bool],
+        hidden: list[str],
+        name: str,
+    ) -> local.Outcome:
+        assert self.image, "prepare() pins the image first"
+        argv = self.podman.command(
+            command,
+            image=self.image,
+            name=name,
+            workspace=self.environment.workspace,
+            env=self.environment.variables,
+            passed=self.environment.secrets,
+            binds=self.binds,
+        )
+        return local.run_command(
+            command,
+            cwd=self.environment.workspace,
+            log=log,
+            env=self.process_env,
+            timeout=timeout,
+            should_stop=should_stop,
+            secrets=hidden,
+            argv=argv,
+            on_kill=lambda: self.podman.remove(name),
+        )
+
+
+Runner = HostRunner | ContainerRunner
+
+
+def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:
+    """The runner the operator configured; raises ``Invalid`` for a runtime we lack."""
+    runtime = settings.container_runtime.strip()
+    if runtime in ("", "none", HOST):
+        return HostRunner(environment)
+    if Path(runtime).name not in SUPPORTED:
+        raise Invalid(
+            f"container runtime {runtime!r} is not supported: set VRE_CONTAINER_RUNTIME"
+            " to 'podman' or leave it empty to run steps on the host"
+        )
+    podman = Podman.from_settings(runtime, settings.podman_options, settings.container_options)
+    return ContainerRunner(environment, podman)
+
+
+__all__ = ["HOST", "HOST_NOTE", "Runner", "StepEnvironment", "container_name", "for_settings"]
