@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.fixtures.xrootd import XRootD
 from vre.db import transaction
-from vre.errors import Forbidden, Invalid
+from vre.errors import Conflict, Forbidden, Invalid
 from vre.identity.models import Account
 from vre.lake import catalogue, meta, rses, scopes, upload
 from vre.workflows import staging
@@ -121,6 +121,12 @@ def test_stage_out_records_provenance(sessions, alice, lake, tmp_path) -> None: 
     assert sorted(i["did"] for i in inputs) == [f"user.alice:f{i}.dat" for i in range(3)]
     assert all(len(i["adler32"]) == 8 for i in inputs)
     assert content == ["fit.3/results/summary.json"]
+    out = [RucioOutput("local", "user.alice", "results/summary.json", "XRD", "fits")]
+    again = staging.stage_out(sessions, alice, ws, out, prov, "fit.3")  # a restart, same bytes
+    assert again[0]["adler32"] == done[0]["adler32"]
+    (ws / "results/summary.json").write_text('{"limit": 2.5}')  # a restart, new bytes
+    with pytest.raises(Conflict, match=r"earlier attempt of run fit\.3.*start a new run"):
+        staging.stage_out(sessions, alice, ws, out, prov, "fit.3")
     with pytest.raises(Invalid, match="not produced"):
         staging.stage_out(
             sessions,

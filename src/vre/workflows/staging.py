@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.db import transaction
-from vre.errors import Invalid, StorageError
+from vre.errors import Conflict, Invalid, StorageError
 from vre.identity.models import Account
 from vre.lake import replicas, rses, storage, upload
 from vre.lake.checksums import Checksummer
@@ -157,16 +157,17 @@ def stage_out(
                 while block := handle.read(4 * 1024 * 1024):
                     yield block
 
-        result = upload.upload(
-            sessions,
-            actor,
-            out.scope,
-            f"{run_label}/{out.path}",
-            rse,
-            chunks(),
-            dataset=dataset,
-            meta_values=meta,
-        )
+        name = f"{run_label}/{out.path}"
+        try:
+            result = upload.upload(
+                sessions, actor, out.scope, name, rse, chunks(), dataset=dataset, meta_values=meta
+            )
+        except Conflict:
+            raise Conflict(
+                f"{out.path} differs from {out.scope}:{name}, which an earlier attempt of"
+                f" run {run_label} registered; files in the lake never change, so start a"
+                " new run ('vre run') to publish new results"
+            ) from None
         done.append({"did": f"{result.scope}:{result.name}", "rse": rse, "adler32": result.adler32})
     return done
 
