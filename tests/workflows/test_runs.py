@@ -196,6 +196,27 @@ def test_another_account_cannot_see_stop_or_delete(sessions, alice, bob, setting
         assert runs.list_runs(session, bob) == []
 
 
+def test_an_admin_reaches_other_accounts_runs_only_unambiguously(  # type: ignore[no-untyped-def]
+    sessions, root, alice, bob, settings
+) -> None:
+    new_run(sessions, alice, settings.home, name="fit")
+    new_run(sessions, bob, settings.home, name="fit")
+    new_run(sessions, bob, settings.home, name="scan")
+    with transaction(sessions) as session:
+        assert runs.find(session, root, "scan.1").owner.name == "bob"
+        with pytest.raises(Conflict, match=r"several accounts \(alice, bob\)"):
+            runs.find(session, root, "fit.1")
+        assert sorted(r.owner.name for r in runs.list_runs(session, root)) == [
+            "alice",
+            "bob",
+            "bob",
+        ]
+    new_run(sessions, root, settings.home, name="fit")
+    with transaction(sessions) as session:
+        assert runs.find(session, root, "fit.1").owner.name == "root"  # their own first
+        assert runs.find(session, alice, "fit").owner.name == "alice"
+
+
 @pytest.mark.parametrize("path", ["../x", "/etc/passwd", "a/../../b", "code/../../escape"])
 def test_workspace_paths_cannot_escape(tmp_path: Path, path: str) -> None:
     ws = tmp_path / "ws"

@@ -84,7 +84,10 @@ def run(
 def runs_cmd(as_json: bool = JsonOption) -> None:
     """Your runs, newest first."""
     with errors_as_exit():
-        show(client().runs(), as_json, RUN_COLUMNS)
+        listed = client().runs()
+    # An admin sees every account's runs: then say whose each one is.
+    several = len({r.get("account") for r in listed}) > 1
+    show(listed, as_json, [RUN_COLUMNS[0], "account", *RUN_COLUMNS[1:]] if several else RUN_COLUMNS)
 
 
 def status(run_: str = typer.Argument(..., metavar="RUN"), as_json: bool = JsonOption) -> None:

@@ -6,9 +6,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from vre.db import Base, UTCDateTime, utcnow
+from vre.identity.models import Account
 from vre.lake.models import BigId
 
 CREATED, QUEUED, PENDING, RUNNING = "created", "queued", "pending", "running"
@@ -48,6 +49,7 @@ class Run(Base):
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    owner: Mapped[Account] = relationship(Account, lazy="select", viewonly=True)
 
     @property
     def label(self) -> str:

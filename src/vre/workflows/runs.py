@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
@@ -81,7 +81,10 @@ def create(session: Session, actor: Account, name: str, text: str, home: Path) -
 
 
 def find(session: Session, actor: Account, label: str) -> Run:
-    """``name.N``, or ``name`` for the newest; another account's run does not exist."""
+    """``name.N``, or ``name`` for the newest; another account's run does not exist.
+
+    An admin reaches every account's runs: their own first, then another account's
+    when only one account has a run of that label."""
     name, _, number = label.rpartition(".") if "." in label else (label, "", "")
     query = select(Run).where(Run.name == name, Run.status != DELETED)
     if not actor.is_admin:
@@ -90,10 +93,19 @@ def find(session: Session, actor: Account, label: str) -> Run:
         if not number.isdigit():
             raise Invalid(f"invalid run {label!r}: expected NAME or NAME.N")
         query = query.where(Run.number == int(number))
-    run = session.scalar(query.order_by(Run.number.desc()).limit(1))
-    if run is None:
+    found = list(session.scalars(query.order_by(Run.number.desc())))
+    if not found:
         raise NotFound(f"run {label!r} does not exist")
-    return run
+    own = [r for r in found if r.account_id == actor.id]
+    if own:
+        return own[0]
+    owners = sorted({r.owner.name for r in found})
+    if len(owners) > 1:
+        raise Conflict(
+            f"run {label!r} exists for several accounts ({', '.join(owners)}):"
+            " only its owner can name it unambiguously"
+        )
+    return found[0]
 
 
 def list_runs(session: Session, actor: Account, *, include_deleted: bool = False) -> list[Run]:
@@ -102,6 +114,7 @@ def list_runs(session: Session, actor: Account, *, include_deleted: bool = False
         query = query.where(Run.account_id == actor.id)
     if not include_deleted:
         query = query.where(Run.status != DELETED)
+    query = query.options(selectinload(Run.owner))  # one query for every run's owner
     return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id.desc())))
 
 

@@ -45,6 +45,7 @@ class StepOut(BaseModel):
 
 class RunOut(BaseModel):
     run: str
+    account: str
     name: str
     number: int
     status: str
@@ -77,6 +78,7 @@ class SecretIn(BaseModel):
 def run_out(run: Run) -> RunOut:
     return RunOut(
         run=run.label,
+        account=run.owner.name,
         name=run.name,
         number=run.number,
         status=run.status,
