@@ -83,9 +83,14 @@ def run_command(
         ]
         for reader in readers:
             reader.start()
+        # A blocking wait on its own thread sees the exit at once; Popen.wait(timeout=)
+        # polls with a back-off that sees a 120 ms command end ~40 ms late.
+        exited = threading.Event()
+        waiter = threading.Thread(target=lambda: (process.wait(), exited.set()), daemon=True)
+        waiter.start()
         deadline = time.monotonic() + timeout
         timed_out = stopped = False
-        while process.poll() is None:
+        while not exited.wait(0.2):
             if time.monotonic() > deadline:
                 timed_out = True
             elif should_stop():
@@ -95,8 +100,6 @@ def run_command(
                 if on_kill:
                     on_kill()
                 break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.2)
         process.wait()
         for reader in readers:
             reader.join(timeout=5)
