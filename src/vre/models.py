@@ -14,7 +14,7 @@ from vre.lake.models import (
     Scope,
 )
 from vre.lake.rule_models import Lock, Quota, Rule, Transfer, Usage
-from vre.workflows.models import Run, RunStep, Secret
+from vre.workflows.models import RetentionRule, Run, RunStep, Secret
 
 __all__ = [
     "DID",
@@ -29,6 +29,7 @@ __all__ = [
     "Quota",
     "RSEAttribute",
     "Replica",
+    "RetentionRule",
     "Rule",
     "Run",
     "RunStep",

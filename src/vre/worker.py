@@ -25,6 +25,7 @@ from vre.config import Settings
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
 from vre.lake import reaper, rules, transfers
 from vre.lake.upload import sweep_pending
+from vre.workflows import retention
 
 log = logging.getLogger("vre.worker")
 
@@ -85,6 +86,9 @@ class Worker:
         swept = sweep_pending(sessions, timedelta(seconds=self.settings.upload_grace))
         if swept:
             log.info("removed the bytes of %d interrupted upload(s)", swept)
+        retained = retention.apply_due(sessions)
+        if retained:
+            log.info("retention rules removed %d workspace file(s)", retained)
 
     # --- loops ---------------------------------------------------------------------------
     def _guarded(self, what: str, func, *args) -> int:  # type: ignore[no-untyped-def]

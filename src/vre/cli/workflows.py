@@ -98,11 +98,14 @@ def status(run_: str = typer.Argument(..., metavar="RUN"), as_json: bool = JsonO
         emit_json(state)
         return
     steps = state.pop("steps")
+    kept = state.pop("retention_rules", [])
     for step in steps:  # an image ID reads like docker's: its first 12 digits
         step["image"] = (step.get("image") or "")[:12]
     show({k: v for k, v in state.items() if v not in (None, "", {})}, False)
     columns = ["index", "name", "status", "environment", "image", "exit_code"]
     table(steps, [*columns, "started_at", "finished_at"])
+    if kept:
+        table(kept, ["pattern", "days", "status", "apply_on"], title="workspace retention")
 
 
 def logs(

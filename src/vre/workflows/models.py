@@ -72,6 +72,21 @@ class RunStep(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
+class RetentionRule(Base):
+    """``workspace.retention_days``: files matching ``pattern`` go ``days`` after the run ends.
+
+    ``created`` until the run ends, then ``active`` with ``apply_on`` set, then ``applied``
+    (REANA's states); a restart makes them ``created`` again."""
+
+    __tablename__ = "run_retention_rules"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    pattern: Mapped[str] = mapped_column(String(512), primary_key=True)
+    days: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="created", index=True)
+    apply_on: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+
+
 class Secret(Base):
     """A per-account secret handed to steps; never returned by the API, never logged."""
 

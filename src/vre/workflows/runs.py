@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, selectinload
 from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
+from vre.workflows import retention, workspace
 from vre.workflows import spec as specs
-from vre.workflows import workspace
 from vre.workflows.models import (
     ACTIVE,
     CREATED,
@@ -77,6 +77,7 @@ def create(session: Session, actor: Account, name: str, text: str, home: Path) -
         )
         for i, step in enumerate(spec.steps)
     )
+    retention.create(session, run, spec)
     return run
 
 
@@ -151,6 +152,8 @@ def start(
     run.status, run.queued_at = QUEUED, utcnow()
     run.stop_requested, run.error, run.exit_code = False, None, None
     run.finished_at = None
+    if restart_from is not None:
+        retention.reset(session, run.id)
     return run
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, unit
 from vre.errors import Invalid, NotFound
-from vre.workflows import runs, secrets, workspace
+from vre.workflows import retention, runs, secrets, workspace
 from vre.workflows.models import Run
 
 router = APIRouter(tags=["workflows"])
@@ -63,9 +63,17 @@ class RunOut(BaseModel):
     finished_at: datetime | None
 
 
+class RetentionOut(BaseModel):
+    pattern: str
+    days: int
+    status: str  # created (run not ended), active (dated), applied
+    apply_on: datetime | None
+
+
 class RunDetail(RunOut):
     steps: list[StepOut]
     disk_usage: int
+    retention_rules: list[RetentionOut] = Field(default_factory=list)
 
 
 class SecretIn(BaseModel):
@@ -113,7 +121,13 @@ def detail(session: Session, run: Run) -> RunDetail:
         for s in runs.steps_of(session, run)
     ]
     usage = workspace.disk_usage(Path(run.workspace)) if Path(run.workspace).exists() else 0
-    return RunDetail(**run_out(run).model_dump(), steps=steps, disk_usage=usage)
+    rules = [
+        RetentionOut(pattern=r.pattern, days=r.days, status=r.status, apply_on=r.apply_on)
+        for r in retention.rules_of(session, run.id)
+    ]
+    return RunDetail(
+        **run_out(run).model_dump(), steps=steps, disk_usage=usage, retention_rules=rules
+    )
 
 
 @router.post("/runs", status_code=201)
