@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -25,9 +26,11 @@ from vre.config import Settings
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
 from vre.lake import reaper, rules, transfers
 from vre.lake.upload import sweep_pending
-from vre.workflows import retention
+from vre.workflows import retention, runs
+from vre.workflows.backends import runner
 
 log = logging.getLogger("vre.worker")
+CONTAINER_CHECK = 60.0  # seconds between looks for containers of runs that ended
 
 
 class Worker:
@@ -36,6 +39,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.tool = tool or transfers.StreamingTool()
         self._stop = threading.Event()
+        self._containers_checked = 0.0
 
     # --- one round of each daemon ----------------------------------------------------
     def transfer_batch(self, sessions: sessionmaker[Session], pool: ThreadPoolExecutor) -> int:
@@ -89,6 +93,16 @@ class Worker:
         retained = retention.apply_due(sessions)
         if retained:
             log.info("retention rules removed %d workspace file(s)", retained)
+        if time.monotonic() - self._containers_checked > CONTAINER_CHECK:
+            self._containers_checked = time.monotonic()
+
+            def active(ids: set[int]) -> set[int]:
+                with transaction(sessions) as session:
+                    return runs.executing(session, ids)
+
+            orphans = runner.remove_orphans(self.settings, active)
+            if orphans:
+                log.info("removed %d container(s) of runs no worker executes", orphans)
 
     # --- loops ---------------------------------------------------------------------------
     def _guarded(self, what: str, func, *args) -> int:  # type: ignore[no-untyped-def]

@@ -109,6 +109,12 @@ def find(session: Session, actor: Account, label: str) -> Run:
     return found[0]
 
 
+def executing(session: Session, ids: set[int]) -> set[int]:
+    """Which of these runs a worker is executing right now."""
+    query = select(Run.id).where(Run.id.in_(ids), Run.status.in_((PENDING, RUNNING)))
+    return set(session.scalars(query))
+
+
 def list_runs(session: Session, actor: Account, *, include_deleted: bool = False) -> list[Run]:
     query = select(Run)
     if not actor.is_admin:

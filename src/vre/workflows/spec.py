@@ -276,9 +276,7 @@ def validate(document: Any, *, base_dir: str | Path | None = None) -> tuple[list
             check.error("workspace.retention_days", "must contain at least one rule")
         for pattern, days in retention.items():
             if str(pattern).startswith("/") or ".." in str(pattern).split("/"):
-                check.error(
-                    f"workspace.retention_days.{pattern}", "must stay inside the workspace"
-                )
+                check.error(f"workspace.retention_days.{pattern}", "must stay inside the workspace")
             if not _is(days, "int") or days < 0:
                 check.error(
                     f"workspace.retention_days.{pattern}", f"must be an integer >= 0, got {days!r}"

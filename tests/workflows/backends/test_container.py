@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -220,3 +222,39 @@ def test_staged_inputs_are_readable_and_read_only_and_nothing_else_is_bound(  # 
     (stored,) = rse_root.rglob("events.dat")
     assert stored.read_bytes() == b"alice's events\n"
     assert "private.dat" not in (Path(run.workspace) / "out/everything.txt").read_text()
+
+
+def test_containers_of_runs_no_worker_executes_are_removed(  # type: ignore[no-untyped-def]
+    podman_store: PodmanStore, tmp_path
+) -> None:
+    def start(name: str) -> None:
+        defaults = Settings()  # the options the worker runs containers with
+        argv = [podman_store.executable, *shlex.split(defaults.podman_options), "run", "-d"]
+        argv += ["--name", name, *shlex.split(defaults.container_options)]
+        argv += [podman_store.image, "sleep", "60"]
+        subprocess.run(argv, check=True, capture_output=True)
+
+    start("vre-run901-s0-c0-abc123")  # its worker was killed: the run failed since
+    start("vre-run902-s1-c0-def456")  # still executing elsewhere on this host
+    start("someone-elses-container")  # not ours
+    try:
+        settings = podman_store.settings(home=tmp_path)
+        asked: list[set[int]] = []
+
+        def active(ids: set[int]) -> set[int]:
+            asked.append(ids)
+            return {902}
+
+        assert runner.remove_orphans(settings, active) == 1
+        assert asked == [{901, 902}]
+        assert sorted(podman_store.containers()) == [
+            "someone-elses-container",
+            "vre-run902-s1-c0-def456",
+        ]
+        assert runner.remove_orphans(Settings(home=tmp_path), active) == 0  # no runtime
+    finally:
+        subprocess.run(
+            [podman_store.executable, "--runtime", "runc", "rm", "-f", "-t", "0", "--all"],
+            capture_output=True,
+            check=False,
+        )

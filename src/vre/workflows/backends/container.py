@@ -16,6 +16,7 @@ failed pull fails the run with a message that says how to load the image instead
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import shlex
 import shutil
@@ -112,10 +113,23 @@ class Podman:
         argv += [image, "bash", "-c", command]
         return argv
 
+    def run_containers(self) -> dict[str, int]:
+        """Containers this VRE started on this host (any state): name -> run id."""
+        listed = self._podman("ps", "--all", "--filter", "name=^vre-run", "--format", "{{.Names}}")
+        found = {}
+        for name in listed.stdout.split():
+            match = NAME.match(name)
+            if match:
+                found[name] = int(match.group(1))
+        return found
+
     def remove(self, name: str) -> None:
         """Make sure a stopped or timed-out command's container is gone."""
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             self._podman("rm", "--force", "--ignore", "--time", "0", name, timeout=30)
+
+
+NAME = re.compile(r"^vre-run(\d+)-s\d+-c\d+-[0-9a-f]+$")
 
 
 def container_name(run_id: int, step: int, command: int) -> str:

@@ -142,4 +142,20 @@ def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:
     return ContainerRunner(environment, podman)
 
 
+def remove_orphans(settings: Settings, active: Callable[[set[int]], set[int]]) -> int:
+    """Remove this host's step containers whose run is no longer active (a worker that
+    was killed leaves its container running); ``active`` says which run ids still are."""
+    if settings.container_runtime.strip() in ("", "none", HOST):
+        return 0
+    podman = Podman.from_settings(
+        settings.container_runtime, settings.podman_options, settings.container_options
+    )
+    found = podman.run_containers()
+    alive = active(set(found.values())) if found else set()
+    gone = [name for name, run_id in found.items() if run_id not in alive]
+    for name in gone:
+        podman.remove(name)
+    return len(gone)
+
+
 __all__ = ["HOST", "HOST_NOTE", "Runner", "StepEnvironment", "container_name", "for_settings"]
