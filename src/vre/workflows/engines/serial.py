@@ -10,6 +10,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -146,63 +147,59 @@ def _environment(
     return runner.StepEnvironment(ws, variables, hidden, private)
 
 
+@dataclass
+class _Plan:
+    """What a claimed run executes, read once from the database."""
+
+    spec: specs.Spec
+    ws: Path
+    label: str
+    params: dict[str, Any]
+    restart_from: str | None
+    owner: Account
+    digest: str
+
+
 def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
     """Run every step of a claimed run; returns the final status."""
     job = _Execution(sessions, run_id, settings)
     with transaction(sessions) as session:
         run = session.get(Run, run_id)
         assert run is not None
-        spec = runs.load_spec(run)
-        label, params, ws = run.label, dict(run.parameters or {}), Path(run.workspace)
-        restart_from = run.restart_from
-        secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
         owner = session.get(Account, run.account_id)
-        digest = run.spec_digest
+        assert owner is not None
+        plan = _Plan(
+            runs.load_spec(run),
+            Path(run.workspace),
+            run.label,
+            dict(run.parameters or {}),
+            run.restart_from,
+            owner,
+            run.spec_digest,
+        )
+        secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
     lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
     hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
     private = Path(tempfile.mkdtemp(prefix=f"vre-secrets-{run_id}-"))
-    environment = _environment(ws, label, secrets, private)
+    environment = _environment(plan.ws, plan.label, secrets, private)
     beat = threading.Event()
     heart = threading.Thread(target=job.heartbeat, args=(beat,), daemon=True)
     heart.start()
     try:
-        return _steps(
-            job,
-            spec,
-            ws,
-            label,
-            params,
-            environment,
-            hidden,
-            restart_from,
-            owner,
-            digest,
-            sessions,
-            settings,
-        )
+        return _steps(job, plan, environment, hidden)
     finally:
         beat.set()
         shutil.rmtree(private, ignore_errors=True)
 
 
 def _steps(
-    job: _Execution,
-    spec: specs.Spec,
-    ws: Path,
-    label: str,
-    params: dict[str, Any],
-    environment: runner.StepEnvironment,
-    hidden: list[str],
-    restart_from: str | None,
-    owner: Account | None,
-    digest: str,
-    sessions: sessionmaker[Session],
-    settings: Settings,
+    job: _Execution, plan: _Plan, environment: runner.StepEnvironment, hidden: list[str]
 ) -> str:
+    spec, ws, params, owner = plan.spec, plan.ws, plan.params, plan.owner
+    sessions, settings, restart_from = job.sessions, job.settings, plan.restart_from
     names = [s.name for s in spec.steps]
     first = names.index(restart_from) if restart_from in names else 0
     job.update_run(status=RUNNING, started_at=utcnow(), steps_done=first)
-    assert owner is not None
     try:
         job.update_run(current_step="stage-in")
         if first == 0:
@@ -272,8 +269,8 @@ def _steps(
                 owner,
                 ws,
                 spec.rucio_outputs,
-                staging.provenance(label, digest, staged),
-                label,
+                staging.provenance(plan.label, plan.digest, staged),
+                plan.label,
             )
         except VREError as exc:
             job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-out: {exc.message}")
