@@ -30,7 +30,14 @@ $(CLIENTS)/.installed: $(UV)
 	$(UV) pip install -q --python $(CLIENTS)/bin/python "reana-client==0.9.6" "rucio-clients==41.5.1"
 	touch $@
 
-clients: $(CLIENTS)/.installed
+# A real Rucio server (the tests' external Rucio instance), in its own venv too.
+RUCIO_SERVER := .venv-rucio-server
+$(RUCIO_SERVER)/.installed: $(UV)
+	$(UV) venv -q --allow-existing $(RUCIO_SERVER) --python $(PYTHON)
+	$(UV) pip install -q --python $(RUCIO_SERVER)/bin/python "rucio==41.5.1" "gunicorn==27.0.1" "psycopg[binary]==3.3.9"
+	touch $@
+
+clients: $(CLIENTS)/.installed $(RUCIO_SERVER)/.installed
 
 up: install
 	$(VENV)/bin/vre up --demo --port $(PORT)

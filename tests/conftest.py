@@ -28,6 +28,7 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.server",
     "tests.fixtures.podman",
+    "tests.fixtures.rucio",
 ]
 
 PG_ADMIN = os.environ.get("VRE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     podman_options: str = "--runtime runc --cgroup-manager cgroupfs --events-backend file"
     container_options: str = "--network none --ulimit nofile=20000:20000 --ulimit nproc=32768:32768"
 
+    # External Rucio instances runs may stage from and to (see vre.workflows.instances).
+    rucio_instances: Path | None = None
+
+    def rucio_instances_file(self) -> Path:
+        return self.rucio_instances or self.home / "rucio-instances.toml"
+
     def resolved_database_url(self) -> str:
         """SQLite under VRE_HOME unless told otherwise: the laptop default needs no server."""
         if self.database_url:

@@ -128,9 +128,9 @@ def test_demo_run_finishes_with_plots_summary_and_provenance(demo: VREServer) ->
         stored = api.get(f"/dids/demo/{did}").raise_for_status().json()
         assert stored["type"] == "file" and stored["bytes"] > 0
         provenance = api.get(f"/meta/demo/{did}").raise_for_status().json()
-        assert provenance["vre.run"] == "dilepton.1"
-        assert provenance["vre.spec_digest"] == state["spec_digest"]
-        inputs = json.loads(provenance["vre.inputs"])
+        assert provenance["vre_run"] == "dilepton.1"
+        assert provenance["vre_spec_digest"] == state["spec_digest"]
+        inputs = json.loads(provenance["vre_inputs"])
         assert sorted(i["did"] for i in inputs) == INPUTS
         for entry in inputs:
             scope, name = entry["did"].split(":", 1)
@@ -187,7 +187,7 @@ def test_vre_run_of_the_example_from_the_cli(demo: VREServer, tmp_path: Path) ->
         check_physics(json.loads(archive.read("summary.json")))
     with demo.api() as api:
         meta_values = api.get(f"/meta/demo/{run}/results/summary.json").json()
-    assert meta_values["vre.run"] == run
+    assert meta_values["vre_run"] == run
 
 
 def _state(sessions: sessionmaker[Session], settings: Settings) -> Any:

@@ -119,6 +119,19 @@ def test_failure_restart_stop_delete(vre_server: VREServer, worker: None, analys
     assert "sleeper" not in cli("runs", account="erin").out
 
 
+def test_an_unconfigured_rucio_instance_is_refused_at_submit(
+    vre_server: VREServer, worker: None, analysis: Path
+) -> None:
+    text = SPEC.replace("files: [code/count.sh]", "files: [code/count.sh, 'rucio(cern, data, x)']")
+    analysis.write_text(text)
+    refused = vre_server.cli("run", str(analysis), "--name", "far", account="erin", check=False)
+    assert refused.code == 2
+    assert "Rucio instance(s) cern not configured on this VRE (known: local)" in refused.err
+    assert len(refused.err.strip().splitlines()) == 1
+    assert "far" not in vre_server.cli("runs", account="erin").out  # nothing left behind
+    assert not (vre_server.home / "workspaces/erin/far.1").exists()
+
+
 def test_another_account_cannot_touch_my_runs(
     vre_server: VREServer, worker: None, analysis: Path, tmp_path: Path
 ) -> None:

@@ -116,8 +116,8 @@ def test_stage_out_records_provenance(sessions, alice, lake, tmp_path) -> None: 
             c.name
             for c in catalogue.contents(session, catalogue.get(session, "user.alice", "fits"))
         ]
-    assert values["vre.run"] == "fit.3" and values["vre.spec_digest"] == "ab" * 32
-    inputs = json.loads(values["vre.inputs"])
+    assert values["vre_run"] == "fit.3" and values["vre_spec_digest"] == "ab" * 32
+    inputs = json.loads(values["vre_inputs"])
     assert sorted(i["did"] for i in inputs) == [f"user.alice:f{i}.dat" for i in range(3)]
     assert all(len(i["adler32"]) == 8 for i in inputs)
     assert content == ["fit.3/results/summary.json"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -67,11 +68,16 @@ def run(
         api = client()
         created = api.create_run(run_name, spec.read_text())
         label = created["run"]
-        for relative, path in _inputs(spec):
-            if not path.is_file():
-                fail(f"input file {relative} does not exist next to {spec}")
-            api.upload_to_run(label, relative, path.read_bytes())
-        started = api.start_run(label, values)
+        try:
+            for relative, path in _inputs(spec):
+                if not path.is_file():
+                    fail(f"input file {relative} does not exist next to {spec}")
+                api.upload_to_run(label, relative, path.read_bytes())
+            started = api.start_run(label, values)
+        except BaseException:  # a run that could not start is not left behind
+            with contextlib.suppress(Exception):
+                api.delete_run(label, workspace=True)
+            raise
     if not watch:
         show(started, as_json) if as_json else console.print(f"{label} {started['status']}")
         return

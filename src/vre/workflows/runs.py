@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,22 @@ def start(
     parameters: dict[str, Any] | None = None,
     *,
     restart_from: str | None = None,
+    instances: Collection[str] | None = None,
 ) -> Run:
-    """Queue a run for the workers, with parameter overrides (restart: from a step)."""
+    """Queue a run for the workers, with parameter overrides (restart: from a step).
+
+    ``instances`` are the Rucio instances this VRE knows: a run naming another one is
+    refused now rather than failing at stage-in."""
     run = find(session, actor, label)
     spec = load_spec(run)
+    if instances is not None:
+        named = {e.instance for e in [*spec.rucio_inputs, *spec.rucio_outputs]}
+        unknown = sorted(named - set(instances))
+        if unknown:
+            raise Invalid(
+                f"Rucio instance(s) {', '.join(unknown)} not configured on this VRE"
+                f" (known: {', '.join(sorted(instances))})"
+            )
     if spec.workflow_type not in ENGINES:
         raise Invalid(
             f"the {spec.workflow_type} engine is not available yet: this VRE runs"

@@ -7,6 +7,9 @@ not copied; anything else is streamed and its adler32 checked against the catalo
 
 Stage-out uploads ``PATH`` as the DID ``SCOPE:<run name>.<N>/<PATH>`` (unique per
 run, so reruns never collide) with metadata that records its provenance.
+
+An external Rucio instance (``vre.workflows.instances``) gives the same layout through
+Rucio's own client; its outputs are named ``<run name>.<N>.<PATH with / as .>``.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from vre.identity.models import Account
 from vre.lake import replicas, rses, storage, upload
 from vre.lake.checksums import Checksummer
 from vre.lake.models import RSE
-from vre.workflows import workspace
+from vre.workflows import instances, workspace
 from vre.workflows.spec import RucioInput, RucioOutput
 
-LOCAL = "local"
+LOCAL = instances.LOCAL
 
 
 @dataclass
@@ -39,23 +42,30 @@ class Staged:
     adler32: str | None
     linked: bool
     target: str | None = None  # where a link points: a replica's file on this host
+    instance: str = LOCAL
 
 
-def _require_local(instance: str) -> None:
-    if instance != LOCAL:
-        raise Invalid(
-            f"Rucio instance {instance!r} is not configured: this VRE stages from 'local'"
-            " (external instances come with the Rucio-compatible API)"
-        )
+def _external(configured: Path | None, name: str) -> instances.Instance:
+    if configured is None:
+        raise Invalid(f"Rucio instance {name!r} is not configured: this VRE knows only 'local'")
+    return instances.get(configured, name)
 
 
 def stage_in(
-    sessions: sessionmaker[Session], actor: Account, ws: Path, wanted: list[RucioInput]
+    sessions: sessionmaker[Session],
+    actor: Account,
+    ws: Path,
+    wanted: list[RucioInput],
+    *,
+    configured: Path | None = None,
 ) -> list[Staged]:
-    """Bring every wanted DID's files into ``ws/inputs``; the caller's read rights apply."""
+    """Bring every wanted DID's files into ``ws/inputs``; the caller's read rights apply
+    in this lake, the operator's account's on an external instance (``configured``)."""
     staged: list[Staged] = []
     for entry in wanted:
-        _require_local(entry.instance)
+        if entry.instance != LOCAL:
+            staged += _from_external(_external(configured, entry.instance), entry, ws)
+            continue
         with transaction(sessions) as session:
             files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
             options = {r.name: dict(r.options or {}) for r in rses.list_all(session)}
@@ -69,13 +79,40 @@ def stage_in(
     return staged
 
 
+def _from_external(instance: instances.Instance, entry: RucioInput, ws: Path) -> list[Staged]:
+    """Rucio's own client downloads and verifies; files already there are not fetched again."""
+    inputs = workspace.resolve(ws, "inputs")
+    inputs.mkdir(parents=True, exist_ok=True)
+    answer = instances.call(
+        instance,
+        {"action": "download", "scope": entry.scope, "name": entry.name, "dest": str(inputs)},
+    )
+    staged = []
+    for item in answer:
+        rel = f"inputs/{item['path']}"
+        if not workspace.resolve(ws, rel).is_file():
+            raise Invalid(f"{instance.name}: {item['did']} did not arrive in the workspace")
+        staged.append(Staged(item["did"], rel, item["adler32"], False, instance=instance.name))
+    if not staged:
+        raise Invalid(f"{instance.name}: {entry.scope}:{entry.name} holds no files")
+    return staged
+
+
 def describe(
-    sessions: sessionmaker[Session], actor: Account, wanted: list[RucioInput]
+    sessions: sessionmaker[Session],
+    actor: Account,
+    wanted: list[RucioInput],
+    ws: Path,
+    *,
+    configured: Path | None = None,
 ) -> list[Staged]:
-    """What stage-in brings for these DIDs, without moving bytes (for a restart's record)."""
+    """What stage-in brought for these DIDs (a restart's record). Local files are not
+    moved again; an external instance's client skips the files already verified here."""
     described = []
     for entry in wanted:
-        _require_local(entry.instance)
+        if entry.instance != LOCAL:
+            described += _from_external(_external(configured, entry.instance), entry, ws)
+            continue
         with transaction(sessions) as session:
             files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
         for item in files:
@@ -140,14 +177,22 @@ def stage_out(
     outputs: list[RucioOutput],
     provenance: dict[str, Any],
     run_label: str,
+    *,
+    configured: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Upload each output with its provenance; returns what was registered."""
     done = []
     for out in outputs:
-        _require_local(out.instance)
         source = workspace.resolve(ws, out.path)
         if not source.is_file():
             raise Invalid(f"output {out.path!r} was not produced by the run")
+        if out.instance != LOCAL:
+            done.append(
+                _to_external(
+                    _external(configured, out.instance), out, source, run_label, provenance
+                )
+            )
+            continue
         rse = out.rse or _only_rse(sessions)
         dataset = (out.scope, out.dataset) if out.dataset else None
         meta = dict(provenance)
@@ -172,6 +217,39 @@ def stage_out(
     return done
 
 
+def external_name(run_label: str, path: str) -> str:
+    """Rucio's usual schema allows no '/' in names: ``fit.3/results/x.json`` is
+    ``fit.3.results.x.json`` on an external instance."""
+    return f"{run_label}.{path}".replace("/", ".")
+
+
+def _to_external(
+    instance: instances.Instance,
+    out: RucioOutput,
+    source: Path,
+    run_label: str,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    if not out.rse:
+        raise Invalid(f"an output to Rucio instance {instance.name!r} needs rse=NAME")
+    request = {
+        "action": "upload",
+        "path": str(source),
+        "scope": out.scope,
+        "name": external_name(run_label, out.path),
+        "rse": out.rse,
+        "dataset": out.dataset,
+        "meta": provenance,
+    }
+    answer = instances.call(instance, request)
+    return {
+        "did": answer["did"],
+        "rse": out.rse,
+        "adler32": answer["adler32"],
+        "instance": instance.name,
+    }
+
+
 def _only_rse(sessions: sessionmaker[Session]) -> str:
     with transaction(sessions) as session:
         names = [r.name for r in session.query(RSE).order_by(RSE.name)]
@@ -181,7 +259,13 @@ def _only_rse(sessions: sessionmaker[Session]) -> str:
 
 
 def provenance(run_label: str, digest: str, inputs: list[Staged]) -> dict[str, Any]:
-    listed = json.dumps([{"did": s.did, "adler32": s.adler32} for s in inputs])
+    entries = []
+    for s in inputs:
+        entry = {"did": s.did, "adler32": s.adler32}
+        if s.instance != LOCAL:
+            entry["instance"] = s.instance
+        entries.append(entry)
+    listed = json.dumps(entries)
     if len(listed) > 4000:  # metadata values are bounded; keep the digest of the full list
         listed = "sha256:" + hashlib.sha256(listed.encode()).hexdigest()
-    return {"vre.run": run_label, "vre.spec_digest": digest, "vre.inputs": listed}
+    return {"vre_run": run_label, "vre_spec_digest": digest, "vre_inputs": listed}

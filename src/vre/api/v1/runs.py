@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, unit
 from vre.errors import Invalid, NotFound
-from vre.workflows import retention, runs, secrets, workspace
+from vre.workflows import instances, retention, runs, secrets, workspace
 from vre.workflows.models import Run
 
 router = APIRouter(tags=["workflows"])
@@ -153,7 +153,15 @@ def show_run(label: str, caller: Caller, request: Request) -> RunDetail:
 def start_run(label: str, body: StartIn, caller: Caller, request: Request) -> RunOut:
     with unit(request) as session:
         restart_from = (body.restart_from or "") if body.restart else body.restart_from
-        run = runs.start(session, caller, label, body.parameters, restart_from=restart_from)
+        configured = instances.load(request.app.state.settings.rucio_instances_file())
+        run = runs.start(
+            session,
+            caller,
+            label,
+            body.parameters,
+            restart_from=restart_from,
+            instances={instances.LOCAL, *configured},
+        )
         return run_out(run)
 
 

@@ -197,15 +197,16 @@ def _steps(
 ) -> str:
     spec, ws, params, owner = plan.spec, plan.ws, plan.params, plan.owner
     sessions, settings, restart_from = job.sessions, job.settings, plan.restart_from
+    known = settings.rucio_instances_file()
     names = [s.name for s in spec.steps]
     first = names.index(restart_from) if restart_from in names else 0
     job.update_run(status=RUNNING, started_at=utcnow(), steps_done=first)
     try:
         job.update_run(current_step="stage-in")
         if first == 0:
-            staged = staging.stage_in(sessions, owner, ws, spec.rucio_inputs)
+            staged = staging.stage_in(sessions, owner, ws, spec.rucio_inputs, configured=known)
         else:  # a restart keeps what was staged; provenance still names it
-            staged = staging.describe(sessions, owner, spec.rucio_inputs)
+            staged = staging.describe(sessions, owner, spec.rucio_inputs, ws, configured=known)
     except VREError as exc:
         job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
         return FAILED
@@ -271,6 +272,7 @@ def _steps(
                 spec.rucio_outputs,
                 staging.provenance(plan.label, plan.digest, staged),
                 plan.label,
+                configured=known,
             )
         except VREError as exc:
             job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-out: {exc.message}")
