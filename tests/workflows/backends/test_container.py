@@ -258,3 +258,34 @@ def test_containers_of_runs_no_worker_executes_are_removed(  # type: ignore[no-u
             capture_output=True,
             check=False,
         )
+
+
+def test_a_secret_cannot_reconfigure_podman(  # type: ignore[no-untyped-def]
+    sessions, alice, podman_store: PodmanStore, tmp_path
+) -> None:
+    host_dir = tmp_path / "host-only"
+    host_dir.mkdir()
+    (host_dir / "flag").write_text("host secret\n")
+    evil = tmp_path / "evil.conf"
+    evil.write_text(f'[containers]\nvolumes = ["{host_dir}:/hostsecret:ro"]\n')
+    with transaction(sessions) as session:
+        secrets.add(session, alice, "CONTAINERS_CONF", str(evil))
+        secrets.add(session, alice, "LD_PRELOAD", "/nonexistent/evil.so")
+    settings = podman_store.settings(home=tmp_path / "home", step_timeout=60)
+    commands = [
+        "test ! -e /hostsecret/flag",  # podman did not read the user's configuration
+        f'test "$CONTAINERS_CONF" = {evil}',  # the step still has its secret as a variable
+    ]
+    _, run = run_spec(sessions, alice, settings, spec(commands, podman_store.image))
+    assert run.status == FINISHED, f"{run.error}\n{log_of(run)}"
+
+
+def test_a_multi_line_secret_variable_is_refused_in_containers(  # type: ignore[no-untyped-def]
+    sessions, alice, podman_store: PodmanStore, tmp_path
+) -> None:
+    with transaction(sessions) as session:
+        secrets.add(session, alice, "PEM", "line one\nline two")
+    settings = podman_store.settings(home=tmp_path / "home", step_timeout=60)
+    _, run = run_spec(sessions, alice, settings, spec(["true"], podman_store.image))
+    assert run.status == FAILED and "secret PEM holds several lines" in (run.error or "")
+    assert "--file" in (run.error or "")

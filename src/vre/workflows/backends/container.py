@@ -6,8 +6,9 @@ paths a step computes mean the same inside and out. Files staged in as links int
 ``file://`` RSE are reachable read-only: the link target's scope directory on that RSE
 is bound read-only at its own path (a scope directory only holds files of that scope,
 and the run's owner may read the whole scope, so nothing else is exposed). Secrets
-reach podman through its environment (``--env NAME``), never its command line, which
-``ps`` shows to every user of the host.
+reach the container through an ``--env-file`` (never podman's command line, which ``ps``
+shows to every user of the host, nor podman's own environment, which would let a
+secret named ``CONTAINERS_CONF`` reconfigure podman).
 
 No registry is assumed: an image that is not in podman's store is pulled once, and a
 failed pull fails the run with a message that says how to load the image instead.
@@ -93,13 +94,13 @@ class Podman:
         name: str,
         workspace: Path,
         env: Mapping[str, str],
-        passed: Iterable[str] = (),
+        env_file: Path | None = None,
         binds: Iterable[Path] = (),
     ) -> list[str]:
         """The argv that runs ``command`` with bash in ``image``.
 
-        ``env`` values are written on the command line; names in ``passed`` are taken
-        from podman's own environment (secrets)."""
+        ``env`` values are written on the command line (nothing secret: ``ps`` shows it);
+        secrets come from ``env_file``."""
         argv = [self.executable, *self.global_options, "run", "--rm", "--name", name]
         argv += ["--pull", "never", "--workdir", str(workspace)]
         argv += ["--volume", f"{workspace}:{workspace}:rw"]
@@ -107,9 +108,9 @@ class Podman:
             argv += ["--volume", f"{path}:{path}:ro"]
         for key, value in sorted(env.items()):
             argv += ["--env", f"{key}={value}"]
-        for key in sorted(passed):
-            argv += ["--env", key]
-        argv += self.run_options
+        if env_file is not None:
+            argv += ["--env-file", str(env_file)]
+        argv += ["--http-proxy=false", *self.run_options]
         argv += [image, "bash", "-c", command]
         return argv
 

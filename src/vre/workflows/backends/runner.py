@@ -24,6 +24,26 @@ HOST_NOTE = (
     " (each step's environment is recorded)"
 )
 SUPPORTED = ("podman",)
+SECRET_FILES = "files"  # under StepEnvironment.private; the only part a container sees
+# What podman itself may take from the worker's environment: never anything a user sets.
+PODMAN_ENVIRONMENT = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "HOME",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "CONTAINERS_CONF",
+    "CONTAINERS_STORAGE_CONF",
+    "CONTAINERS_REGISTRIES_CONF",
+    "REGISTRY_AUTH_FILE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+)
 
 
 @dataclass
@@ -81,10 +101,13 @@ class ContainerRunner:
         self.environment, self.podman = environment, podman
         self.image: str | None = None
         self.binds = input_binds(environment.links)
-        if environment.private.is_dir():
-            self.binds.append(environment.private)
-        # podman itself needs the host's environment; secrets ride along by name only.
-        self.process_env = {**os.environ, **environment.secrets}
+        if (environment.private / SECRET_FILES).is_dir():
+            self.binds.append(environment.private / SECRET_FILES)
+        # Podman runs on the host with the worker's rights: its environment is the
+        # operator's, never a user's (a secret named CONTAINERS_CONF or LD_PRELOAD would
+        # reconfigure it). Secrets reach the container through an env file only.
+        self.process_env = {k: os.environ[k] for k in PODMAN_ENVIRONMENT if k in os.environ}
+        self.env_file = _write_env_file(environment)
 
     def prepare(self, image: str | None) -> str:
         if not image:
@@ -109,7 +132,7 @@ class ContainerRunner:
             name=name,
             workspace=self.environment.workspace,
             env=self.environment.variables,
-            passed=self.environment.secrets,
+            env_file=self.env_file,
             binds=self.binds,
         )
         return local.run_command(
@@ -126,6 +149,24 @@ class ContainerRunner:
 
 
 Runner = HostRunner | ContainerRunner
+
+
+def _write_env_file(environment: StepEnvironment) -> Path | None:
+    """The secret variables as podman's ``--env-file`` (0600, outside what is bound)."""
+    if not environment.secrets:
+        return None
+    for name, value in environment.secrets.items():
+        if "\n" in value or "\r" in value:
+            raise Invalid(
+                f"secret {name} holds several lines, which a container's environment cannot"
+                f" take: add it as a file secret ('vre secret add {name} --file PATH')"
+            )
+    environment.private.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = environment.private / "podman.env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(f"{k}={v}\n" for k, v in sorted(environment.secrets.items()))
+    return path
 
 
 def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:

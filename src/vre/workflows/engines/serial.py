@@ -136,8 +136,8 @@ def _environment(
     hidden: dict[str, str] = {}
     for secret in secrets:
         if secret.kind == "file":  # outside the workspace: never listed, fetched or zipped
-            path = private / secret.name
-            private.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = private / runner.SECRET_FILES / secret.name
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secret.value)
@@ -181,11 +181,11 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
     hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
     private = Path(tempfile.mkdtemp(prefix=f"vre-secrets-{run_id}-"))
-    environment = _environment(plan.ws, plan.label, secrets, private)
     beat = threading.Event()
     heart = threading.Thread(target=job.heartbeat, args=(beat,), daemon=True)
     heart.start()
     try:
+        environment = _environment(plan.ws, plan.label, secrets, private)
         return _steps(job, plan, environment, hidden)
     finally:
         beat.set()
