@@ -66,10 +66,33 @@ def test_stage_in_from_an_external_rucio_instance(  # type: ignore[no-untyped-de
     for name, payload in rucio_server.files.items():
         assert (ws / "inputs/ext" / name).read_bytes() == payload
     assert all(s.instance == "ext" and len(s.adler32 or "") == 8 for s in staged)
-    again = staging.describe(sessions, alice, wanted, ws, configured=config)  # a restart
+    again = staging.describe(sessions, alice, wanted, configured=config)  # a restart
     assert [(s.did, s.adler32) for s in again] == [(s.did, s.adler32) for s in staged]
     record = json.loads(staging.provenance("fit.1", "ab" * 32, staged)["vre_inputs"])
     assert {"did": "ext:single.dat", "adler32": staged[-1].adler32, "instance": "ext"} in record
+
+
+def test_links_a_step_planted_in_inputs_are_never_followed(  # type: ignore[no-untyped-def]
+    sessions, alice, tmp_path, rucio_server: RucioServer
+) -> None:
+    config = configured(tmp_path, rucio_server.instance("ext"))
+    elsewhere = tmp_path / "someone-elses"
+    elsewhere.mkdir()
+    (elsewhere / "single.dat").write_text("not yours to overwrite")
+    ws = tmp_path / "ws"
+    (ws / "inputs").mkdir(parents=True)
+    (ws / "inputs/ext").symlink_to(elsewhere)  # the scope directory leads out
+    wanted = [RucioInput("ext", "ext", "single.dat")]
+    with pytest.raises(Invalid, match="outside the workspace"):
+        staging.stage_in(sessions, alice, ws, wanted, configured=config)
+    (ws / "inputs/ext").unlink()
+    (ws / "inputs/ext").mkdir()
+    (ws / "inputs/ext/single.dat").symlink_to(elsewhere / "single.dat")  # the file leads out
+    staging.stage_in(sessions, alice, ws, wanted, configured=config)
+    assert (elsewhere / "single.dat").read_text() == "not yours to overwrite"
+    staged = ws / "inputs/ext/single.dat"
+    assert not staged.is_symlink() and staged.read_bytes() == rucio_server.files["single.dat"]
+    assert not list(ws.parent.glob(".vre-stage-*"))  # the holding directory is gone
 
 
 def test_external_failures_are_one_clear_line(  # type: ignore[no-untyped-def]

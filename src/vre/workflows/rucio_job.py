@@ -18,6 +18,22 @@ from typing import Any
 FINE = ("DONE", "ALREADY_DONE", "FileDownloadState.DONE", "FileDownloadState.ALREADY_DONE")
 
 
+def listing(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The DID's files with their checksums, nothing moved (a restart's record)."""
+    from rucio.client import Client
+
+    files = Client().list_files(request["scope"], request["name"])
+    found = [
+        {
+            "did": f"{f['scope']}:{f['name']}",
+            "adler32": f.get("adler32"),
+            "path": f"{f['scope']}/{f['name']}",
+        }
+        for f in files
+    ]
+    return sorted(found, key=lambda d: d["did"])
+
+
 def download(request: dict[str, Any]) -> list[dict[str, Any]]:
     """Every file of the DID to ``dest/<file scope>/<file name>``."""
     from rucio.client import Client
@@ -107,7 +123,7 @@ def _attach(client: Any, scope: str, dataset: str, name: str) -> None:
         client.attach_dids(scope, dataset, [{"scope": scope, "name": name}])
 
 
-ACTIONS = {"download": download, "upload": upload}
+ACTIONS = {"download": download, "list": listing, "upload": upload}
 
 
 def main() -> int:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,38 +82,55 @@ def stage_in(
 
 
 def _from_external(instance: instances.Instance, entry: RucioInput, ws: Path) -> list[Staged]:
-    """Rucio's own client downloads and verifies; files already there are not fetched again."""
-    inputs = workspace.resolve(ws, "inputs")
-    inputs.mkdir(parents=True, exist_ok=True)
-    answer = instances.call(
-        instance,
-        {"action": "download", "scope": entry.scope, "name": entry.name, "dest": str(inputs)},
-    )
-    staged = []
-    for item in answer:
-        rel = f"inputs/{item['path']}"
-        if not workspace.resolve(ws, rel).is_file():
-            raise Invalid(f"{instance.name}: {item['did']} did not arrive in the workspace")
-        staged.append(Staged(item["did"], rel, item["adler32"], False, instance=instance.name))
+    """Rucio's own client downloads and verifies into a fresh directory outside the
+    workspace (a step may have planted links in ``inputs/``); then each file moves in."""
+    holding = Path(tempfile.mkdtemp(prefix=".vre-stage-", dir=ws.parent))
+    try:
+        answer = instances.call(
+            instance,
+            {"action": "download", "scope": entry.scope, "name": entry.name, "dest": str(holding)},
+        )
+        staged = []
+        for item in answer:
+            arrived = holding / item["path"]
+            if arrived.is_symlink() or not arrived.is_file():
+                raise Invalid(f"{instance.name}: {item['did']} did not arrive")
+            rel = f"inputs/{item['path']}"
+            workspace.resolve(ws, str(Path(rel).parent)).mkdir(parents=True, exist_ok=True)
+            target = workspace.place(ws, rel)
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            elif target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(arrived, target)
+            staged.append(Staged(item["did"], rel, item["adler32"], False, instance=instance.name))
+    finally:
+        shutil.rmtree(holding, ignore_errors=True)
     if not staged:
         raise Invalid(f"{instance.name}: {entry.scope}:{entry.name} holds no files")
     return staged
+
+
+def _described_external(instance: instances.Instance, entry: RucioInput) -> list[Staged]:
+    answer = instances.call(instance, {"action": "list", "scope": entry.scope, "name": entry.name})
+    return [
+        Staged(i["did"], f"inputs/{i['path']}", i["adler32"], False, instance=instance.name)
+        for i in answer
+    ]
 
 
 def describe(
     sessions: sessionmaker[Session],
     actor: Account,
     wanted: list[RucioInput],
-    ws: Path,
     *,
     configured: Path | None = None,
 ) -> list[Staged]:
-    """What stage-in brought for these DIDs (a restart's record). Local files are not
-    moved again; an external instance's client skips the files already verified here."""
+    """What stage-in brought for these DIDs, without moving bytes (a restart's record)."""
     described = []
     for entry in wanted:
         if entry.instance != LOCAL:
-            described += _from_external(_external(configured, entry.instance), entry, ws)
+            described += _described_external(_external(configured, entry.instance), entry)
             continue
         with transaction(sessions) as session:
             files = replicas.list_for(session, actor, [(entry.scope, entry.name)])

@@ -206,7 +206,7 @@ def _steps(
         if first == 0:
             staged = staging.stage_in(sessions, owner, ws, spec.rucio_inputs, configured=known)
         else:  # a restart keeps what was staged; provenance still names it
-            staged = staging.describe(sessions, owner, spec.rucio_inputs, ws, configured=known)
+            staged = staging.describe(sessions, owner, spec.rucio_inputs, configured=known)
     except VREError as exc:
         job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
         return FAILED
