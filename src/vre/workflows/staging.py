@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vre.db import transaction
 from vre.errors import Conflict, Invalid, StorageError
 from vre.identity.models import Account
-from vre.lake import replicas, rses, storage, upload
+from vre.lake import replicas, rses, scopes, storage, upload
 from vre.lake.checksums import Checksummer
 from vre.lake.models import RSE
 from vre.workflows import instances, workspace
@@ -45,6 +45,15 @@ class Staged:
     linked: bool
     target: str | None = None  # where a link points: a replica's file on this host
     instance: str = LOCAL
+    # The run's owner may read the file's whole scope (a container may then see the
+    # scope's directory, not just this file): false for a file reached through a
+    # dataset in a scope the owner can read, while the file's own scope is private.
+    whole_scope: bool = False
+
+
+def _readable_scopes(session: Session, actor: Account, files: list[Any]) -> set[str]:
+    names = {f.scope for f in files}
+    return {n for n in names if scopes.can_read(scopes.get(session, n), actor)}
 
 
 def _external(configured: Path | None, name: str) -> instances.Instance:
@@ -71,13 +80,18 @@ def stage_in(
         with transaction(sessions) as session:
             files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
             options = {r.name: dict(r.options or {}) for r in rses.list_all(session)}
+            readable = _readable_scopes(session, actor, files)
         for item in files:
             rel = f"inputs/{item.scope}/{item.name}"
             workspace.resolve(ws, str(Path(rel).parent)).mkdir(parents=True, exist_ok=True)
             target = workspace.place(ws, rel)
-            if target.exists() or target.is_symlink():
+            if target.is_symlink() or target.is_file():
                 target.unlink()
-            staged.append(_fetch(item, target, rel, options))
+            elif target.is_dir():
+                shutil.rmtree(target)
+            fetched = _fetch(item, target, rel, options)
+            fetched.whole_scope = item.scope in readable
+            staged.append(fetched)
     return staged
 
 
@@ -134,6 +148,7 @@ def describe(
             continue
         with transaction(sessions) as session:
             files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
+            readable = _readable_scopes(session, actor, files)
         for item in files:
             target = _linkable(item)
             described.append(
@@ -143,6 +158,7 @@ def describe(
                     item.adler32,
                     linked=target is not None,
                     target=target,
+                    whole_scope=item.scope in readable,
                 )
             )
     return described

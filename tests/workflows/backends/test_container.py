@@ -67,17 +67,17 @@ def log_of(run: Run) -> str:
 
 def test_input_binds_cover_a_scope_directory_or_a_single_file() -> None:
     links = [
-        ("inputs/user.a/x.dat", "/rse/a/user.a/ab/cd/x.dat"),
-        ("inputs/user.a/run.1/out/y.json", "/rse/a/user.a/12/34/run.1/out/y.json"),
-        ("inputs/user.b/z", "/rse/a/user.b/ef/01/z"),
-        ("inputs/user.c/odd", "/elsewhere/odd"),
+        ("inputs/user.a/x.dat", "/rse/a/user.a/ab/cd/x.dat", True),
+        ("inputs/user.a/run.1/out/y.json", "/rse/a/user.a/12/34/run.1/out/y.json", True),
+        ("inputs/user.b/z", "/rse/a/user.b/ef/01/z", False),  # only via a shared dataset
+        ("inputs/user.c/odd", "/elsewhere/odd", True),
     ]
     assert input_binds(links) == [
         Path("/elsewhere/odd"),
         Path("/rse/a/user.a"),
-        Path("/rse/a/user.b"),
+        Path("/rse/a/user.b/ef/01/z"),
     ]
-    assert input_binds([("inputs/s/f", "/r/s/f"), ("inputs/s/g", "/r/s/aa/bb/g")]) == [
+    assert input_binds([("inputs/s/f", "/r/s/f", True), ("inputs/s/g", "/r/s/aa/bb/g", True)]) == [
         Path("/r/s"),  # the lone file inside the bound scope directory is not bound twice
     ]
 
@@ -206,6 +206,8 @@ def test_staged_inputs_are_readable_and_read_only_and_nothing_else_is_bound(  # 
         rses.add(session, root, "POSIX", rse_root.as_uri())
         scopes.add(session, alice, "user.alice")
         scopes.add(session, bob, "user.bob")
+        scopes.add(session, bob, "pub.bob")
+        scopes.set_public(session, bob, "pub.bob", True)
     upload.upload(sessions, alice, "user.alice", "events.dat", "POSIX", [b"alice's events\n"])
     upload.upload(sessions, bob, "user.bob", "private.dat", "POSIX", [b"bob's secret data\n"])
     settings = podman_store.settings(home=tmp_path / "home", step_timeout=60)
@@ -220,6 +222,19 @@ def test_staged_inputs_are_readable_and_read_only_and_nothing_else_is_bound(  # 
     _, run = run_spec(sessions, alice, settings, spec(commands, podman_store.image, inputs))
     assert run.status == FINISHED, f"{run.error}\n{log_of(run)}"
     (stored,) = rse_root.rglob("events.dat")
+    # bob shares one file of his private scope through a dataset in a public scope:
+    # alice's container sees that file, not the rest of bob's private scope.
+    upload.upload(
+        sessions, bob, "user.bob", "shared.dat", "POSIX", [b"shared\n"], dataset=("pub.bob", "ds")
+    )
+    commands = [
+        "grep -q shared inputs/user.bob/shared.dat",
+        f"ls -R {rse_root}/user.bob > listing.txt",
+        "! grep -q private.dat listing.txt",
+    ]
+    inputs = "\n  files:\n    - rucio(local, pub.bob, ds)"
+    _, shared = run_spec(sessions, alice, settings, spec(commands, podman_store.image, inputs))
+    assert shared.status == FINISHED, f"{shared.error}\n{log_of(shared)}"
     assert stored.read_bytes() == b"alice's events\n"
     assert "private.dat" not in (Path(run.workspace) / "out/everything.txt").read_text()
 

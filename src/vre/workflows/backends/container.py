@@ -4,8 +4,8 @@ image, through podman.
 The workspace is bound at its own absolute path, so ``$REANA_WORKSPACE`` and absolute
 paths a step computes mean the same inside and out. Files staged in as links into a
 ``file://`` RSE are reachable read-only: the link target's scope directory on that RSE
-is bound read-only at its own path (a scope directory only holds files of that scope,
-and the run's owner may read the whole scope, so nothing else is exposed). Secrets
+is bound read-only at its own path when the run's owner may read that whole scope (a
+scope directory only holds files of its scope), else only the file itself. Secrets
 reach the container through an ``--env-file`` (never podman's command line, which ``ps``
 shows to every user of the host, nor podman's own environment, which would let a
 secret named ``CONTAINERS_CONF`` reconfigure podman).
@@ -137,19 +137,20 @@ def container_name(run_id: int, step: int, command: int) -> str:
     return f"vre-run{run_id}-s{step}-c{command}-{secrets.token_hex(3)}"
 
 
-def input_binds(links: Iterable[tuple[str, str]]) -> list[Path]:
+def input_binds(links: Iterable[tuple[str, str, bool]]) -> list[Path]:
     """Read-only binds that make stage-in links resolve inside a container.
 
-    ``links`` are (workspace path, link target) pairs from stage-in, never read back
-    from the workspace: a step may have planted links of its own there. A link
-    ``inputs/SCOPE/NAME`` points at ``<rse>/SCOPE/xx/yy/NAME`` (the lake's deterministic
-    layout): bind ``<rse>/SCOPE``. A link of any other shape binds just its target."""
+    ``links`` are (workspace path, link target, owner may read the whole scope) from
+    stage-in, never read back from the workspace: a step may have planted links of its
+    own there. A link ``inputs/SCOPE/NAME`` points at ``<rse>/SCOPE/xx/yy/NAME`` (the
+    lake's deterministic layout): bind ``<rse>/SCOPE`` when the whole scope is the
+    owner's to read, else just the target file."""
     binds: set[Path] = set()
-    for rel, target in links:
+    for rel, target, whole_scope in links:
         relative = Path(rel).parts[1:]  # (scope, *name parts) under inputs/
         scope, depth = relative[0], len(relative) - 1
         parts = Path(target).parts
-        if len(parts) > depth + 3 and parts[-(depth + 3)] == scope:
+        if whole_scope and len(parts) > depth + 3 and parts[-(depth + 3)] == scope:
             binds.add(Path(*parts[: -(depth + 2)]))
         else:
             binds.add(Path(target))

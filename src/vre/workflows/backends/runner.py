@@ -54,7 +54,7 @@ class StepEnvironment:
     variables: dict[str, str]  # HOME, REANA_WORKSPACE, VRE_RUN, file secrets' paths
     secrets: dict[str, str]  # secret environment variables: never on a command line
     private: Path  # the directory holding file secrets, outside the workspace
-    links: list[tuple[str, str]] = field(default_factory=list)  # stage-in links
+    links: list[tuple[str, str, bool]] = field(default_factory=list)  # stage-in links
 
 
 class HostRunner:

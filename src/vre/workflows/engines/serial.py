@@ -210,7 +210,7 @@ def _steps(
     except VREError as exc:
         job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
         return FAILED
-    environment.links = [(s.path, s.target) for s in staged if s.linked and s.target]
+    environment.links = [(s.path, s.target, s.whole_scope) for s in staged if s.linked and s.target]
     try:
         steps_in = runner.for_settings(settings, environment)
     except VREError as exc:
