@@ -90,19 +90,21 @@ class Worker:
         swept = sweep_pending(sessions, timedelta(seconds=self.settings.upload_grace))
         if swept:
             log.info("removed the bytes of %d interrupted upload(s)", swept)
-        retained = retention.apply_due(sessions)
+        retained = self._guarded("retention", retention.apply_due, sessions)
         if retained:
             log.info("retention rules removed %d workspace file(s)", retained)
         if time.monotonic() - self._containers_checked > CONTAINER_CHECK:
             self._containers_checked = time.monotonic()
-
-            def active(ids: set[int]) -> set[int]:
-                with transaction(sessions) as session:
-                    return runs.executing(session, ids)
-
-            orphans = runner.remove_orphans(self.settings, active)
+            orphans = self._guarded("container cleanup", self.remove_orphans, sessions)
             if orphans:
                 log.info("removed %d container(s) of runs no worker executes", orphans)
+
+    def remove_orphans(self, sessions: sessionmaker[Session]) -> int:
+        def executing(ids: set[int]) -> dict[int, str]:
+            with transaction(sessions) as session:
+                return runs.executing(session, ids)
+
+        return runner.remove_orphans(self.settings, executing)
 
     # --- loops ---------------------------------------------------------------------------
     def _guarded(self, what: str, func, *args) -> int:  # type: ignore[no-untyped-def]

@@ -75,25 +75,38 @@ def apply_due(sessions: sessionmaker[Session], now: datetime | None = None) -> i
         ]
     removed = 0
     for run_id, pattern, ws, spec in work:
-        removed += remove_matching(ws, pattern, protected(spec))
+        # Claim first: a restart may have reset the rule, or another worker taken it.
         with transaction(sessions) as session:
-            session.execute(
+            ended = select(Run.id).where(Run.id == run_id, Run.status.in_(DONE_STATES))
+            claimed = session.execute(
                 update(RetentionRule)
                 .where(RetentionRule.run_id == run_id, RetentionRule.pattern == pattern)
+                .where(RetentionRule.status == ACTIVE, RetentionRule.run_id.in_(ended))
                 .values(status=APPLIED)
             )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            continue
+        try:
+            removed += remove_matching(ws, pattern, protected(spec))
+        except (OSError, ValueError) as exc:  # one bad rule must not stop the others
+            log.warning("retention rule %r of run %s: %s", pattern, run_id, exc)
+            continue
         log.info("retention rule %r of run %s applied", pattern, run_id)
     return removed
 
 
 def protected(spec: specs.Spec) -> set[PurePosixPath]:
+    """Declared inputs and outputs, staged inputs and stage-out sources included."""
     declared = [*spec.input_files, *spec.input_directories]
     declared += [*spec.output_files, *spec.output_directories]
+    declared += [out.path for out in spec.rucio_outputs]
+    if spec.rucio_inputs:
+        declared.append("inputs")  # where stage-in puts every file it brings
     return {PurePosixPath(p.strip("/")) for p in declared}
 
 
 def remove_matching(ws: Path, pattern: str, keep: set[PurePosixPath]) -> int:
-    if not ws.is_dir() or PurePosixPath(pattern).is_absolute() or ".." in pattern.split("/"):
+    if not usable(pattern) or not ws.is_dir():
         return 0
     base = ws.resolve()
     removed = 0
@@ -111,6 +124,14 @@ def remove_matching(ws: Path, pattern: str, keep: set[PurePosixPath]) -> int:
             continue
         removed += 1
     return removed
+
+
+def usable(pattern: str) -> bool:
+    """A pattern that names something inside the workspace, not the workspace itself."""
+    parts = PurePosixPath(pattern.strip()).parts
+    if not parts or PurePosixPath(pattern).is_absolute() or ".." in pattern.split("/"):
+        return False
+    return any(p not in (".", "") for p in parts)
 
 
 def _touches(path: PurePosixPath, keep: set[PurePosixPath]) -> bool:

@@ -110,10 +110,10 @@ def find(session: Session, actor: Account, label: str) -> Run:
     return found[0]
 
 
-def executing(session: Session, ids: set[int]) -> set[int]:
-    """Which of these runs a worker is executing right now."""
-    query = select(Run.id).where(Run.id.in_(ids), Run.status.in_((PENDING, RUNNING)))
-    return set(session.scalars(query))
+def executing(session: Session, ids: set[int]) -> dict[int, str]:
+    """Which of these runs a worker is executing right now, and which worker."""
+    query = select(Run.id, Run.worker).where(Run.id.in_(ids), Run.status.in_((PENDING, RUNNING)))
+    return {run_id: worker or "" for run_id, worker in session.execute(query)}
 
 
 def list_runs(session: Session, actor: Account, *, include_deleted: bool = False) -> list[Run]:

@@ -277,6 +277,9 @@ def validate(document: Any, *, base_dir: str | Path | None = None) -> tuple[list
         for pattern, days in retention.items():
             if str(pattern).startswith("/") or ".." in str(pattern).split("/"):
                 check.error(f"workspace.retention_days.{pattern}", "must stay inside the workspace")
+            elif not str(pattern).strip(" ./"):
+                where = f"workspace.retention_days.{pattern!r}"
+                check.error(where, "must name files, not the whole workspace")
             if not _is(days, "int") or days < 0:
                 check.error(
                     f"workspace.retention_days.{pattern}", f"must be an integer >= 0, got {days!r}"

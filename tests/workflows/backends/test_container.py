@@ -240,33 +240,51 @@ def test_staged_inputs_are_readable_and_read_only_and_nothing_else_is_bound(  # 
 
 
 def test_containers_of_runs_no_worker_executes_are_removed(  # type: ignore[no-untyped-def]
-    podman_store: PodmanStore, tmp_path
+    sessions, alice, podman_store: PodmanStore, tmp_path
 ) -> None:
-    def start(name: str) -> None:
+    settings = podman_store.settings(home=tmp_path / "home")
+    ours = runner.deployment(settings)
+
+    def start(name: str, worker: str, deployment: str = ours) -> None:
         defaults = Settings()  # the options the worker runs containers with
         argv = [podman_store.executable, *shlex.split(defaults.podman_options), "run", "-d"]
-        argv += ["--name", name, *shlex.split(defaults.container_options)]
+        argv += ["--name", name, "--label", f"vre.deployment={deployment}"]
+        argv += ["--label", f"vre.worker={worker}", *shlex.split(defaults.container_options)]
         argv += [podman_store.image, "sleep", "60"]
         subprocess.run(argv, check=True, capture_output=True)
 
-    start("vre-run901-s0-c0-abc123")  # its worker was killed: the run failed since
-    start("vre-run902-s1-c0-def456")  # still executing elsewhere on this host
-    start("someone-elses-container")  # not ours
+    ended = new_run(sessions, alice, settings.home, spec(["true"], podman_store.image), "a")
+    again = new_run(sessions, alice, settings.home, spec(["true"], podman_store.image), "b")
+    going = new_run(sessions, alice, settings.home, spec(["true"], podman_store.image), "c")
+    with transaction(sessions) as session:
+        ids = {label: runs.find(session, alice, label).id for label in (ended, again, going)}
+        session.execute(update(Run).where(Run.id == ids[ended]).values(status=FAILED))
+        session.execute(  # restarted after its worker died: now another worker runs it
+            update(Run).where(Run.id == ids[again]).values(status="running", worker="w2")
+        )
+        session.execute(
+            update(Run).where(Run.id == ids[going]).values(status="pending", worker="w1")
+        )
+    start(f"vre-run{ids[ended]}-s0-c0-aaaaaa", "w1")  # its run failed when w1 was killed
+    start(f"vre-run{ids[again]}-s0-c0-bbbbbb", "w1")  # w1's, but w2 executes the run now
+    start(f"vre-run{ids[going]}-s1-c0-cccccc", "w1")  # just claimed, still executing
+    start(f"vre-run{ids[ended]}-s0-c0-dddddd", "w1", "another-vre")  # not this VRE's
+    start("someone-elses-container", "w1")
     try:
-        settings = podman_store.settings(home=tmp_path)
-        asked: list[set[int]] = []
 
-        def active(ids: set[int]) -> set[int]:
-            asked.append(ids)
-            return {902}
+        def executing(wanted: set[int]) -> dict[int, str]:
+            with transaction(sessions) as session:
+                return runs.executing(session, wanted)
 
-        assert runner.remove_orphans(settings, active) == 1
-        assert asked == [{901, 902}]
-        assert sorted(podman_store.containers()) == [
-            "someone-elses-container",
-            "vre-run902-s1-c0-def456",
-        ]
-        assert runner.remove_orphans(Settings(home=tmp_path), active) == 0  # no runtime
+        assert runner.remove_orphans(settings, executing) == 2
+        assert sorted(podman_store.containers()) == sorted(
+            [
+                "someone-elses-container",
+                f"vre-run{ids[going]}-s1-c0-cccccc",
+                f"vre-run{ids[ended]}-s0-c0-dddddd",
+            ]
+        )
+        assert runner.remove_orphans(Settings(home=tmp_path), executing) == 0  # no runtime
     finally:
         subprocess.run(
             [podman_store.executable, "--runtime", "runc", "rm", "-f", "-t", "0", "--all"],

@@ -96,6 +96,7 @@ class Podman:
         env: Mapping[str, str],
         env_file: Path | None = None,
         binds: Iterable[Path] = (),
+        labels: Mapping[str, str] | None = None,
     ) -> list[str]:
         """The argv that runs ``command`` with bash in ``image``.
 
@@ -103,6 +104,8 @@ class Podman:
         secrets come from ``env_file``."""
         argv = [self.executable, *self.global_options, "run", "--rm", "--name", name]
         argv += ["--pull", "never", "--workdir", str(workspace)]
+        for key, value in sorted((labels or {}).items()):
+            argv += ["--label", f"{key}={value}"]
         argv += ["--volume", f"{workspace}:{workspace}:rw"]
         for path in sorted(set(binds)):
             argv += ["--volume", f"{path}:{path}:ro"]
@@ -114,14 +117,23 @@ class Podman:
         argv += [image, "bash", "-c", command]
         return argv
 
-    def run_containers(self) -> dict[str, int]:
-        """Containers this VRE started on this host (any state): name -> run id."""
-        listed = self._podman("ps", "--all", "--filter", "name=^vre-run", "--format", "{{.Names}}")
+    def run_containers(self, deployment: str) -> dict[str, tuple[int, str]]:
+        """This deployment's step containers on this host, in any state:
+        name -> (run id, the worker that started it)."""
+        listed = self._podman(
+            "ps",
+            "--all",
+            "--filter",
+            f"label={DEPLOYMENT}={deployment}",
+            "--format",
+            f'{{{{.Names}}}} {{{{index .Labels "{WORKER}"}}}}',
+        )
         found = {}
-        for name in listed.stdout.split():
+        for line in listed.stdout.splitlines():
+            name, _, worker = line.strip().partition(" ")
             match = NAME.match(name)
             if match:
-                found[name] = int(match.group(1))
+                found[name] = (int(match.group(1)), worker.strip())
         return found
 
     def remove(self, name: str) -> None:
@@ -130,6 +142,7 @@ class Podman:
             self._podman("rm", "--force", "--ignore", "--time", "0", name, timeout=30)
 
 
+DEPLOYMENT, WORKER = "vre.deployment", "vre.worker"  # labels on every step container
 NAME = re.compile(r"^vre-run(\d+)-s\d+-c\d+-[0-9a-f]+$")
 
 

@@ -7,6 +7,7 @@ local backend's process handling (logs, masking, timeout, stop).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Callable
@@ -16,7 +17,13 @@ from pathlib import Path
 from vre.config import Settings
 from vre.errors import Invalid
 from vre.workflows.backends import local
-from vre.workflows.backends.container import Podman, container_name, input_binds
+from vre.workflows.backends.container import (
+    DEPLOYMENT,
+    WORKER,
+    Podman,
+    container_name,
+    input_binds,
+)
 
 HOST = "host"
 HOST_NOTE = (
@@ -55,6 +62,7 @@ class StepEnvironment:
     secrets: dict[str, str]  # secret environment variables: never on a command line
     private: Path  # the directory holding file secrets, outside the workspace
     links: list[tuple[str, str, bool]] = field(default_factory=list)  # stage-in links
+    worker: str = ""  # the worker executing the run (labels its containers)
 
 
 class HostRunner:
@@ -97,8 +105,10 @@ class ContainerRunner:
         " (each step records the image ID)"
     )
 
-    def __init__(self, environment: StepEnvironment, podman: Podman) -> None:
-        self.environment, self.podman = environment, podman
+    def __init__(
+        self, environment: StepEnvironment, podman: Podman, labels: dict[str, str]
+    ) -> None:
+        self.environment, self.podman, self.labels = environment, podman, labels
         self.image: str | None = None
         self.binds = input_binds(environment.links)
         if (environment.private / SECRET_FILES).is_dir():
@@ -134,6 +144,7 @@ class ContainerRunner:
             env=self.environment.variables,
             env_file=self.env_file,
             binds=self.binds,
+            labels=self.labels,
         )
         return local.run_command(
             command,
@@ -180,20 +191,27 @@ def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:
             " to 'podman' or leave it empty to run steps on the host"
         )
     podman = Podman.from_settings(runtime, settings.podman_options, settings.container_options)
-    return ContainerRunner(environment, podman)
+    labels = {DEPLOYMENT: deployment(settings), WORKER: environment.worker}
+    return ContainerRunner(environment, podman, labels)
 
 
-def remove_orphans(settings: Settings, active: Callable[[set[int]], set[int]]) -> int:
-    """Remove this host's step containers whose run is no longer active (a worker that
-    was killed leaves its container running); ``active`` says which run ids still are."""
+def deployment(settings: Settings) -> str:
+    """Names this VRE's containers apart from another VRE's on the same host."""
+    return hashlib.sha256(settings.resolved_database_url().encode()).hexdigest()[:16]
+
+
+def remove_orphans(settings: Settings, executing: Callable[[set[int]], dict[int, str]]) -> int:
+    """Remove this deployment's step containers on this host that no worker executes:
+    their run ended, or it is executed again by another worker (a killed worker leaves
+    its container running). ``executing`` maps run ids to the worker executing them."""
     if settings.container_runtime.strip() in ("", "none", HOST):
         return 0
     podman = Podman.from_settings(
         settings.container_runtime, settings.podman_options, settings.container_options
     )
-    found = podman.run_containers()
-    alive = active(set(found.values())) if found else set()
-    gone = [name for name, run_id in found.items() if run_id not in alive]
+    found = podman.run_containers(deployment(settings))
+    alive = executing({run_id for run_id, _ in found.values()}) if found else {}
+    gone = [name for name, (run_id, worker) in found.items() if alive.get(run_id) != worker]
     for name in gone:
         podman.remove(name)
     return len(gone)

@@ -158,6 +158,7 @@ class _Plan:
     restart_from: str | None
     owner: Account
     digest: str
+    worker: str
 
 
 def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
@@ -176,6 +177,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
             run.restart_from,
             owner,
             run.spec_digest,
+            run.worker or "",
         )
         secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
     lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
@@ -186,6 +188,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     heart.start()
     try:
         environment = _environment(plan.ws, plan.label, secrets, private)
+        environment.worker = plan.worker
         return _steps(job, plan, environment, hidden)
     finally:
         beat.set()
