@@ -116,7 +116,7 @@ def test_external_failures_are_one_clear_line(  # type: ignore[no-untyped-def]
 
 
 def test_stage_out_to_an_external_rucio_instance_with_provenance(  # type: ignore[no-untyped-def]
-    sessions, alice, tmp_path, rucio_server: RucioServer
+    sessions, alice, bob, tmp_path, rucio_server: RucioServer
 ) -> None:
     config = configured(tmp_path, rucio_server.instance("ext"))
     ws = tmp_path / "ws"
@@ -126,7 +126,7 @@ def test_stage_out_to_an_external_rucio_instance_with_provenance(  # type: ignor
     prov = {"vre_run": label, "vre_spec_digest": "cd" * 32, "vre_inputs": "[]"}
     out = RucioOutput("ext", "ext", "results/summary.json", "EXT-DISK", "fit-results")
     (done,) = staging.stage_out(sessions, alice, ws, [out], prov, label, configured=config)
-    name = f"{label}.results.summary.json"
+    name = f"alice.{label}.results.summary.json"
     assert done["did"] == f"ext:{name}" and done["instance"] == "ext"
     again = staging.stage_out(sessions, alice, ws, [out], prov, label, configured=config)
     assert again == [done]  # a restart publishing the same bytes
@@ -148,6 +148,18 @@ def test_stage_out_to_an_external_rucio_instance_with_provenance(  # type: ignor
         "adler32": done["adler32"],
     }
     assert name in seen["files"]
+    (bobs,) = staging.stage_out(sessions, bob, ws, [out], prov, label, configured=config)
+    assert bobs["did"] == f"ext:bob.{label}.results.summary.json"  # same label, no clash
+    other = f"fit-{uuid.uuid4().hex[:8]}.1"
+    (ws / "other.txt").write_text("made outside the VRE")
+    rucio_server.python(  # a name the VRE would use, made by someone else beforehand
+        "from rucio.client import Client; from rucio.client.uploadclient import UploadClient\n"
+        f"UploadClient(Client()).upload([{{'path': '{ws / 'other.txt'}', 'rse': 'EXT-DISK',"
+        f" 'did_scope': 'ext', 'did_name': 'alice.{other}.results.summary.json',"
+        " 'register_after_upload': True}])"
+    )
+    with pytest.raises(StorageError, match="exists and was not published by this run"):
+        staging.stage_out(sessions, alice, ws, [out], prov, other, configured=config)
     missing_rse = RucioOutput("ext", "ext", "results/summary.json", None, None)
     with pytest.raises(Invalid, match="needs rse=NAME"):
         staging.stage_out(sessions, alice, ws, [missing_rse], prov, "fit.8", configured=config)
@@ -189,7 +201,7 @@ def test_a_run_stages_in_from_and_out_to_an_external_instance(  # type: ignore[n
     expected = sum(len(rucio_server.files[n]) for n in rucio_server.dataset)
     published = rucio_server.python(
         "import json; from rucio.client import Client; c = Client()\n"
-        f"m = c.get_metadata('ext', '{label}.results.bytes.txt', plugin='ALL')\n"
+        f"m = c.get_metadata('ext', 'alice.{label}.results.bytes.txt', plugin='ALL')\n"
         "print(json.dumps({k: m[k] for k in ('vre_run', 'vre_inputs', 'bytes')}))"
     )
     meta = json.loads(published)

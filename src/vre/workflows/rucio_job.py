@@ -82,10 +82,17 @@ def upload(request: dict[str, Any]) -> dict[str, Any]:
     client = Client()
     scope, name = request["scope"], request["name"]
     try:
-        existing = client.get_metadata(scope, name)
+        existing = client.get_metadata(scope, name, plugin="ALL")
     except DataIdentifierNotFound:
         existing = None
     if existing is not None:
+        mine = request.get("meta") or {}
+        if any(existing.get(k) != mine.get(k) for k in ("vre_account", "vre_run")):
+            raise RuntimeError(
+                f"{scope}:{name} exists and was not published by this run"
+                f" (vre_account {existing.get('vre_account')!r}, vre_run"
+                f" {existing.get('vre_run')!r}): it is left as it is"
+            )
         if existing.get("adler32") != _adler32(request["path"]):
             raise RuntimeError(
                 f"{scope}:{name} exists with other content (adler32 {existing.get('adler32')});"

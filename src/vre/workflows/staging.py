@@ -9,7 +9,8 @@ Stage-out uploads ``PATH`` as the DID ``SCOPE:<run name>.<N>/<PATH>`` (unique pe
 run, so reruns never collide) with metadata that records its provenance.
 
 An external Rucio instance (``vre.workflows.instances``) gives the same layout through
-Rucio's own client; its outputs are named ``<run name>.<N>.<PATH with / as .>``.
+Rucio's own client; its outputs are named ``<account>.<run name>.<N>.<PATH, / as .>``
+and carry ``vre_account`` in their provenance too.
 """
 
 from __future__ import annotations
@@ -224,7 +225,11 @@ def stage_out(
         if out.instance != LOCAL:
             done.append(
                 _to_external(
-                    _external(configured, out.instance), out, source, run_label, provenance
+                    _external(configured, out.instance),
+                    out,
+                    source,
+                    external_name(actor.name, run_label, out.path),
+                    {**provenance, "vre_account": actor.name},
                 )
             )
             continue
@@ -252,17 +257,18 @@ def stage_out(
     return done
 
 
-def external_name(run_label: str, path: str) -> str:
-    """Rucio's usual schema allows no '/' in names: ``fit.3/results/x.json`` is
-    ``fit.3.results.x.json`` on an external instance."""
-    return f"{run_label}.{path}".replace("/", ".")
+def external_name(account: str, run_label: str, path: str) -> str:
+    """On an external instance all of this VRE's accounts publish as one service account,
+    so the name carries the account; Rucio's usual schema allows no '/' in names:
+    alice's ``fit.3/results/x.json`` is ``alice.fit.3.results.x.json``."""
+    return f"{account}.{run_label}.{path}".replace("/", ".")
 
 
 def _to_external(
     instance: instances.Instance,
     out: RucioOutput,
     source: Path,
-    run_label: str,
+    name: str,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
     if not out.rse:
@@ -271,7 +277,7 @@ def _to_external(
         "action": "upload",
         "path": str(source),
         "scope": out.scope,
-        "name": external_name(run_label, out.path),
+        "name": name,
         "rse": out.rse,
         "dataset": out.dataset,
         "meta": provenance,
