@@ -247,7 +247,9 @@ def stage_out(
             result = upload.upload(
                 sessions, actor, out.scope, name, rse, chunks(), dataset=dataset, meta_values=meta
             )
-        except Conflict:
+        except Conflict as exc:
+            if "other content" not in exc.message:
+                raise
             raise Conflict(
                 f"{out.path} differs from {out.scope}:{name}, which an earlier attempt of"
                 f" run {run_label} registered; files in the lake never change, so start a"

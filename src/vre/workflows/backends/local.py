@@ -95,6 +95,8 @@ def run_command(
                 timed_out = True
             elif should_stop():
                 stopped = True
+            if (timed_out or stopped) and exited.is_set():
+                break  # it ended meanwhile: its group may be gone, never signal a reused id
             if timed_out or stopped:
                 _kill(process)
                 if on_kill:
