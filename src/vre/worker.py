@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from vre.config import Settings
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
 from vre.lake import reaper, rules, transfers
 from vre.lake.upload import sweep_pending
-from vre.workflows import retention, runs
+from vre.workflows import leftovers, retention, runs
 from vre.workflows.backends import runner
 
 log = logging.getLogger("vre.worker")
@@ -98,13 +99,22 @@ class Worker:
             orphans = self._guarded("container cleanup", self.remove_orphans, sessions)
             if orphans:
                 log.info("removed %d container(s) of runs no worker executes", orphans)
+            swept = self._guarded("leftover sweep", self.sweep_leftovers, sessions)
+            if swept:
+                log.info("removed %d secret or credential directory(ies) left behind", swept)
 
-    def remove_orphans(self, sessions: sessionmaker[Session]) -> int:
+    def _executing(self, sessions: sessionmaker[Session]) -> Callable[[set[int]], dict[int, str]]:
         def executing(ids: set[int]) -> dict[int, str]:
             with transaction(sessions) as session:
                 return runs.executing(session, ids)
 
-        return runner.remove_orphans(self.settings, executing)
+        return executing
+
+    def remove_orphans(self, sessions: sessionmaker[Session]) -> int:
+        return runner.remove_orphans(self.settings, self._executing(sessions))
+
+    def sweep_leftovers(self, sessions: sessionmaker[Session]) -> int:
+        return leftovers.sweep(self.settings, self._executing(sessions))
 
     # --- loops ---------------------------------------------------------------------------
     def _guarded(self, what: str, func, *args) -> int:  # type: ignore[no-untyped-def]

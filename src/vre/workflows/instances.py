@@ -128,7 +128,7 @@ def get(path: Path, name: str) -> Instance:
 
 def call(instance: Instance, request: dict[str, Any]) -> Any:
     """Run one request through ``vre.workflows.rucio_job`` in a child process."""
-    with tempfile.TemporaryDirectory(prefix="vre-rucio-") as private:
+    with tempfile.TemporaryDirectory(prefix="vre-rucio-") as private:  # see leftovers
         config = Path(private) / "rucio.cfg"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

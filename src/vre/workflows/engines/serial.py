@@ -22,7 +22,7 @@ from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import VREError
 from vre.identity.models import Account
-from vre.workflows import runs, staging, workspace
+from vre.workflows import leftovers, runs, staging, workspace
 from vre.workflows import spec as specs
 from vre.workflows.backends import local, runner
 from vre.workflows.models import (
@@ -182,7 +182,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
         secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
     lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
     hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
-    private = Path(tempfile.mkdtemp(prefix=f"vre-secrets-{run_id}-"))
+    private = Path(tempfile.mkdtemp(prefix=f"{leftovers.secrets_prefix(settings)}{run_id}-"))
     beat = threading.Event()
     heart = threading.Thread(target=job.heartbeat, args=(beat,), daemon=True)
     heart.start()
