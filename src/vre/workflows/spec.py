@@ -37,55 +37,26 @@ from typing import Any
 import yaml
 
 from vre.errors import Invalid
+from vre.workflows.reana_schema import (
+    COMPUTE_BACKENDS,
+    DANGEROUS,
+    HTCONDOR_FLAVOURS,
+    KINDS,
+    MEMORY_LIMIT,
+    OPTIONS,
+    RESOURCES,
+    SECTIONS,
+    STEP,
+    STEP_ENGINE,
+    TOP,
+    TYPE_NAMES,
+    WORKFLOW,
+    WORKFLOW_TYPES,
+)
 
 Doc = dict[Any, Any]
 
 
-def _keys(table: str) -> dict[str, str]:
-    """``"a=str b=bool"`` -> ``{"a": "str", "b": "bool"}``: compact key tables."""
-    return dict(item.split("=") for item in table.split())
-
-
-WORKFLOW_TYPES = ("serial", "cwl", "snakemake", "yadage")
-COMPUTE_BACKENDS = ("kubernetes", "htcondorcern", "slurmcern", "compute4punch")
-#: HTCondor job flavour -> its maximum runtime in seconds (``htcondor_max_runtime``)
-HTCONDOR_FLAVOURS = {
-    flavour: int(seconds)
-    for flavour, seconds in _keys(
-        "espresso=1200 microcentury=3600 longlunch=7200 workday=28800 tomorrow=86400 "
-        "testmatch=259200 nextweek=604800"
-    ).items()
-}
-#: operational option -> the workflow types that accept it (REANA's table)
-OPTIONS = _keys(
-    "CACHE=serial FROM=serial TARGET=serial,cwl report=snakemake toplevel=yadage "
-    "initdir=yadage initfiles=yadage accept_metadir=yadage"
-)
-DANGEROUS = ("sudo ", "cd /")
-# Known keys per section -> kind. An unknown key is a warning (reana-client: "Unexpected
-# properties"), a known key of the wrong kind an error.
-TOP = _keys("version=str inputs=map workflow=map outputs=map tests=map workspace=map")
-SECTIONS = {
-    "inputs": _keys("files=strs directories=strs parameters=map options=map"),
-    "outputs": _keys("files=strs directories=strs"),
-    "tests": _keys("files=strs"),
-    "workspace": _keys("root_path=str retention_days=map"),
-}
-WORKFLOW = _keys("type=str file=str specification=any resources=map")
-RESOURCES = _keys("cvmfs=strs kerberos=bool")
-STEP = _keys(
-    "name=str commands=strs environment=str compute_backend=str kerberos=bool voms_proxy=bool "
-    "rucio=bool unpacked_img=bool kubernetes_job_timeout=int kubernetes_cpu_request=str "
-    "kubernetes_cpu_limit=str kubernetes_memory_request=str kubernetes_memory_limit=str "
-    "htcondor_max_runtime=str htcondor_accounting_group=str c4p_cpu_cores=str "
-    "c4p_memory_limit=str c4p_additional_requirements=str"
-)
-# Keys only REANA's serial engine knows: reana-client type-checks them, yet warns about them.
-STEP_ENGINE = _keys("kubernetes_uid=int unpacked_image=bool slurm_partition=str slurm_time=str")
-_KINDS = _keys("str=a_string bool=a_boolean int=an_integer map=a_mapping strs=a_list_of_strings")
-_TNAMES = _keys("bool=boolean int=integer float=number str=string dict=mapping NoneType=null")
-# reana-client matches kubernetes_memory_limit with an unanchored search: only the end counts.
-_MEMORY_LIMIT = re.compile(r"(?:\d+|(?:\d+\.)?\d+[EPTGMK]i?)$")
 _RUCIO = re.compile(r"\s*rucio\((.*)\)\s*", re.DOTALL)
 _RUCIO_PART = re.compile(r"[^\s(),=]+")
 _PARAM_USE = re.compile(r"\$(?:\{([_A-Za-z][_A-Za-z0-9]*)\}|([_A-Za-z][_A-Za-z0-9]*))")
@@ -190,7 +161,7 @@ def from_document(document: Any, *, base_dir: str | Path | None = None) -> Spec:
 
 
 def _tname(value: Any) -> str:
-    return _TNAMES.get(type(value).__name__, type(value).__name__)
+    return TYPE_NAMES.get(type(value).__name__, type(value).__name__)
 
 
 def _is(value: Any, kind: str) -> bool:
@@ -225,7 +196,7 @@ class _Checker:
             if kind is None or key in engine:
                 self.warn(path, "unexpected key, ignored")
             if kind is not None and not _is(item, kind):
-                self.error(path, f"must be {_KINDS[kind].replace('_', ' ')}, got {_tname(item)}")
+                self.error(path, f"must be {KINDS[kind].replace('_', ' ')}, got {_tname(item)}")
             elif kind == "strs":
                 for i, entry in enumerate(item):
                     if not isinstance(entry, str):
@@ -369,7 +340,7 @@ def _check_serial(check: _Checker, workflow: Doc, parameters: Doc) -> None:
         backend, memory = step.get("compute_backend"), step.get("kubernetes_memory_limit")
         if isinstance(backend, str) and backend not in COMPUTE_BACKENDS:
             check.error(f"{at}.compute_backend", f"{backend!r} is not one of {COMPUTE_BACKENDS}")
-        if isinstance(memory, str) and not _MEMORY_LIMIT.search(memory):
+        if isinstance(memory, str) and not MEMORY_LIMIT.search(memory):
             check.error(f"{at}.kubernetes_memory_limit", f"{memory!r} is not like 256Mi or 2Gi")
         runtime = step.get("htcondor_max_runtime") or "0"
         if isinstance(runtime, str) and not runtime.isdigit() and runtime not in HTCONDOR_FLAVOURS:
