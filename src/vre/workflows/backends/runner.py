@@ -65,18 +65,28 @@ class StepEnvironment:
     worker: str = ""  # the worker executing the run (labels its containers)
 
 
-class HostRunner:
-    note = HOST_NOTE
+@dataclass
+class Launch:
+    """How one command's process starts: its environment, argv (None: plain bash) and
+    what removes what it leaves after a stop or timeout."""
+
+    env: dict[str, str]
+    argv: list[str] | None = None
+    on_kill: Callable[[], None] | None = None
+
+
+class _Runner:
+    note: str
 
     def __init__(self, environment: StepEnvironment) -> None:
         self.environment = environment
-        base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
-        # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
-        base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
-        self.env = {**base, **environment.variables, **environment.secrets}
 
     def prepare(self, image: str | None) -> str:
-        return HOST
+        """Pin what the step runs in; returns what the step records."""
+        raise NotImplementedError
+
+    def launch(self, command: str, name: str) -> Launch:
+        raise NotImplementedError
 
     def run(
         self,
@@ -88,18 +98,38 @@ class HostRunner:
         hidden: list[str],
         name: str,
     ) -> local.Outcome:
+        how = self.launch(command, name)
         return local.run_command(
             command,
             cwd=self.environment.workspace,
             log=log,
-            env=self.env,
+            env=how.env,
             timeout=timeout,
             should_stop=should_stop,
             secrets=hidden,
+            argv=how.argv,
+            on_kill=how.on_kill,
         )
 
 
-class ContainerRunner:
+class HostRunner(_Runner):
+    note = HOST_NOTE
+
+    def __init__(self, environment: StepEnvironment) -> None:
+        super().__init__(environment)
+        base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+        # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
+        base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
+        self.env = {**base, **environment.variables, **environment.secrets}
+
+    def prepare(self, image: str | None) -> str:
+        return HOST
+
+    def launch(self, command: str, name: str) -> Launch:
+        return Launch(self.env)
+
+
+class ContainerRunner(_Runner):
     note = (
         "steps ran in podman containers of their environment images"
         " (each step records the image ID)"
@@ -108,7 +138,8 @@ class ContainerRunner:
     def __init__(
         self, environment: StepEnvironment, podman: Podman, labels: dict[str, str]
     ) -> None:
-        self.environment, self.podman, self.labels = environment, podman, labels
+        super().__init__(environment)
+        self.podman, self.labels = podman, labels
         self.image: str | None = None
         self.binds = input_binds(environment.links)
         if (environment.private / SECRET_FILES).is_dir():
@@ -125,16 +156,7 @@ class ContainerRunner:
         self.image = self.podman.image_id(image)
         return self.image
 
-    def run(
-        self,
-        command: str,
-        *,
-        log: Path,
-        timeout: float,
-        should_stop: Callable[[], bool],
-        hidden: list[str],
-        name: str,
-    ) -> local.Outcome:
+    def launch(self, command: str, name: str) -> Launch:
         assert self.image, "prepare() pins the image first"
         argv = self.podman.command(
             command,
@@ -146,17 +168,7 @@ class ContainerRunner:
             binds=self.binds,
             labels=self.labels,
         )
-        return local.run_command(
-            command,
-            cwd=self.environment.workspace,
-            log=log,
-            env=self.process_env,
-            timeout=timeout,
-            should_stop=should_stop,
-            secrets=hidden,
-            argv=argv,
-            on_kill=lambda: self.podman.remove(name),
-        )
+        return Launch(self.process_env, argv, lambda: self.podman.remove(name))
 
 
 Runner = HostRunner | ContainerRunner
