@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
@@ -57,7 +58,7 @@ def test_create_and_authenticate(
 
     with transaction(sessions) as session:
         assert accounts.authenticate(session, "carol", "12345678").id == carol.id
-        assert [a.name for a in accounts.list_all(session)] == [
+        assert [a.name for a in accounts.list_all(session, root)] == [
             "admin2",
             "alice",
             "bob",
@@ -98,7 +99,7 @@ def test_create_and_authenticate(
         with pytest.raises(error), transaction(sessions) as session:
             accounts.create(session, actor, name, **options)  # type: ignore[arg-type]
     with transaction(sessions) as session:
-        names = [a.name for a in accounts.list_all(session)]
+        names = [a.name for a in accounts.list_all(session, root)]
         assert "eve" not in names and "Eve" not in names
         assert accounts.authenticate(session, "root", "root-password").is_admin
 
@@ -127,7 +128,7 @@ def test_bootstrap_root_generates_password_once(
         assert root.is_admin
         assert accounts.bootstrap_root(session, home, None) is None  # second start
         assert accounts.bootstrap_root(session, home, "new-password") is None
-        assert [a.name for a in accounts.list_all(session)] == ["root"]
+        assert [a.name for a in accounts.list_all(session, root)] == ["root"]
         assert accounts.authenticate(session, "root", password).id == root.id
         with pytest.raises(Unauthorized):
             accounts.authenticate(session, "root", "new-password")
@@ -142,7 +143,7 @@ def test_bootstrap_root_with_given_password(
     with pytest.raises(Invalid), transaction(empty_sessions) as session:
         accounts.bootstrap_root(session, home, "short")  # VRE_ROOT_PASSWORD too short
     with transaction(empty_sessions) as session:
-        assert accounts.list_all(session) == []
+        assert list(session.scalars(select(Account))) == []
         assert accounts.bootstrap_root(session, home, "chosen-password") is None
     assert not (home / "root-password").exists()  # nothing to print, nothing written
     with transaction(empty_sessions) as session:

@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.db import transaction, utcnow
-from vre.errors import Forbidden, Invalid, NotFound, Unauthorized
+from vre.errors import Invalid, NotFound, Unauthorized
 from vre.identity import tokens
 from vre.identity.models import Account, Token
 
@@ -89,9 +89,3 @@ def test_expired_and_revoked_tokens_are_refused(
         tokens.revoke(session, root, by_admin_row.id)  # the admin can
     with transaction(sessions) as session, pytest.raises(Unauthorized):
         tokens.resolve(session, by_admin)
-
-
-def test_require_admin(root: Account, alice: Account) -> None:
-    tokens.require_admin(root)
-    with pytest.raises(Forbidden):
-        tokens.require_admin(alice)

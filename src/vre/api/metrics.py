@@ -8,7 +8,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from vre.api.deps import Caller, unit
-from vre.identity.tokens import require_admin
 from vre.lake import metrics
 
 router = APIRouter(tags=["metrics"])
@@ -52,9 +51,8 @@ class _Snapshot:
 
 @router.get("/metrics", response_class=Response)
 def prometheus(caller: Caller, request: Request) -> Response:
-    require_admin(caller)
     with unit(request) as session:
-        snap = metrics.snapshot(session)
+        snap = metrics.snapshot(session, caller)
     registry = CollectorRegistry()
     registry.register(_Snapshot(snap))  # type: ignore[arg-type]
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")

@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vre.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from vre import policy
+from vre.errors import Conflict, Invalid, NotFound, Unauthorized
 from vre.identity.models import Account
 from vre.identity.passwords import hash_password, verify_password
 
@@ -45,8 +46,8 @@ def create(
     email: str | None = None,
 ) -> Account:
     """Only an admin creates accounts (``actor`` None is the bootstrap itself)."""
-    if actor is not None and not actor.is_admin:
-        raise Forbidden("only an admin can create accounts")
+    if actor is not None:
+        policy.require(actor, "account.create", message="only an admin can create accounts")
     validate_name(name)
     if kind not in KINDS:
         raise Invalid(f"invalid account kind {kind!r}: choose one of {', '.join(KINDS)}")
@@ -66,7 +67,8 @@ def create(
     return account
 
 
-def list_all(session: Session) -> list[Account]:
+def list_all(session: Session, actor: Account) -> list[Account]:
+    policy.require(actor, "account.list")
     return list(session.scalars(select(Account).order_by(Account.name)))
 
 

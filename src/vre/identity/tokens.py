@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vre import policy
 from vre.db import utcnow
-from vre.errors import Forbidden, Invalid, NotFound, Unauthorized
+from vre.errors import Invalid, NotFound, Unauthorized
 from vre.identity.models import Account, Token
 
 PREFIX = "vre_"
@@ -66,8 +67,10 @@ def list_for(session: Session, account: Account) -> list[Token]:
 
 def revoke(session: Session, actor: Account, token_id: int) -> Token:
     row = session.get(Token, token_id)
-    if row is None or (row.account_id != actor.id and not actor.is_admin):
-        raise NotFound(f"token {token_id} does not exist")
+    missing = f"token {token_id} does not exist"
+    if row is None:
+        raise NotFound(missing)
+    policy.require(actor, "token.revoke", owner_id=row.account_id, missing=missing)
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row
@@ -76,8 +79,3 @@ def revoke(session: Session, actor: Account, token_id: int) -> Token:
 def is_active(row: Token, now: datetime | None = None) -> bool:
     now = now or utcnow()
     return row.revoked_at is None and row.expires_at > now
-
-
-def require_admin(account: Account) -> None:
-    if not account.is_admin:
-        raise Forbidden("this action needs an admin account")

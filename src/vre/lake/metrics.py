@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
+from vre import policy
+from vre.identity.models import Account
 from vre.lake.models import Replica
 from vre.lake.rule_models import (
     DONE,
@@ -39,7 +41,8 @@ class Snapshot:
     replicas_by_state: dict[str, int] = field(default_factory=dict)
 
 
-def snapshot(session: Session) -> Snapshot:
+def snapshot(session: Session, actor: Account) -> Snapshot:
+    policy.require(actor, "metrics.read", message="only an admin can read the metrics")
     snap = Snapshot()
     counts = dict(
         session.execute(select(Transfer.state, func.count()).group_by(Transfer.state)).all()

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from vre import policy
 from vre.errors import Invalid, QuotaExceeded
 from vre.identity import accounts
 from vre.identity.models import Account
-from vre.identity.tokens import require_admin
 from vre.lake import rses
 from vre.lake.models import RSE
 from vre.lake.rule_models import Quota, Usage
@@ -32,7 +32,7 @@ class QuotaView:
 
 
 def set_quota(session: Session, actor: Account, account: str, rse_name: str, limit: int) -> None:
-    require_admin(actor)
+    policy.require(actor, "quota.set", message="only an admin can set quotas")
     if limit < 0:
         raise Invalid("a quota must not be negative")
     owner = accounts.get(session, account)
@@ -47,8 +47,10 @@ def set_quota(session: Session, actor: Account, account: str, rse_name: str, lim
 def show(session: Session, actor: Account, account: str | None = None) -> list[QuotaView]:
     """Quotas and usage of one account (yours unless you are an admin)."""
     name = account or actor.name
-    if name != actor.name and not actor.is_admin:
-        raise Invalid("only an admin can look at another account's quotas")
+    if name != actor.name:
+        policy.require(
+            actor, "quota.show_other", message="only an admin can look at another account's quotas"
+        )
     owner = accounts.get(session, name)
     limits = dict(
         session.execute(select(Quota.rse_id, Quota.bytes).where(Quota.account_id == owner.id)).all()

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from vre import policy
 from vre.db import transaction, utcnow
 from vre.errors import Conflict
 from vre.identity.models import Account
@@ -88,6 +89,18 @@ def _transfer_active() -> Any:
         )
         .exists()
     )
+
+
+def preview(session: Session, actor: Account, grace: timedelta) -> list[Candidate]:
+    """The dry run an admin asks for: what a reaper round would delete now."""
+    policy.require(actor, "reaper.run", message="only an admin can look at the reaper's work")
+    return candidates(session, grace)
+
+
+def reap_now(factory: sessionmaker[Session], actor: Account, grace: timedelta) -> list[Candidate]:
+    """One reaper round on an admin's request (the worker runs ``reap`` on its own)."""
+    policy.require(actor, "reaper.run", message="only an admin can run the reaper")
+    return reap(factory, grace)
 
 
 def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) -> list[Candidate]:

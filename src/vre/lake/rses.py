@@ -7,9 +7,9 @@ import re
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from vre import policy
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
-from vre.identity.tokens import require_admin
 from vre.lake import expressions, storage
 from vre.lake.models import RSE, RSEAttribute
 
@@ -43,7 +43,7 @@ def add(
     Options may hold secrets: they are stored for the storage layer and never shown
     (``option_keys`` tells which are set).
     """
-    require_admin(actor)
+    policy.require(actor, "rse.manage", message="only an admin can manage RSEs")
     if not RSE_NAME.match(name or ""):
         raise Invalid(
             f"invalid RSE name {name!r}: letters, digits, '_' or '-', starting with a letter"
@@ -96,14 +96,14 @@ def option_keys(rse: RSE) -> list[str]:
 
 def set_options(session: Session, actor: Account, name: str, options: dict[str, str]) -> RSE:
     """Replace all protocol options of an RSE (``{}`` clears them); admin only."""
-    require_admin(actor)
+    policy.require(actor, "rse.manage", message="only an admin can manage RSEs")
     rse = get(session, name)
     rse.options = storage.check_options(rse.prefix, options)  # a new dict: the JSON changes
     return rse
 
 
 def set_attribute(session: Session, actor: Account, name: str, key: str, value: str) -> None:
-    require_admin(actor)
+    policy.require(actor, "rse.manage", message="only an admin can manage RSEs")
     rse = get(session, name)
     attrs = _check_attributes({key: value})
     session.execute(
@@ -113,7 +113,7 @@ def set_attribute(session: Session, actor: Account, name: str, key: str, value: 
 
 
 def delete_attribute(session: Session, actor: Account, name: str, key: str) -> None:
-    require_admin(actor)
+    policy.require(actor, "rse.manage", message="only an admin can manage RSEs")
     rse = get(session, name)
     result = session.execute(
         delete(RSEAttribute).where(RSEAttribute.rse_id == rse.id, RSEAttribute.key == key)

@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from vre import bulk
+from vre import bulk, policy
 from vre.db import utcnow
-from vre.errors import Forbidden, Invalid, NotFound, VREError
+from vre.errors import Invalid, NotFound, VREError
 from vre.identity import accounts
 from vre.identity.models import Account
 from vre.lake import catalogue, quotas, rses
@@ -44,8 +44,12 @@ def add(
 ) -> Rule:
     """Create a rule and its locks now; a rule that would exceed a quota is refused."""
     owner = accounts.get(session, account) if account else actor
-    if owner.id != actor.id and not actor.is_admin:
-        raise Forbidden("only an admin can create a rule for another account")
+    if owner.id != actor.id:
+        policy.require(
+            actor,
+            "rule.create_for_other",
+            message="only an admin can create a rule for another account",
+        )
     did = catalogue.readable(session, actor, scope, name)
     if not 1 <= copies <= MAX_COPIES:
         raise Invalid(f"copies must be between 1 and {MAX_COPIES}")
@@ -348,10 +352,12 @@ def recount(session: Session, rule_ids: Sequence[int]) -> None:
         )
 
 
-def get(session: Session, actor: Account, rule_id: int) -> Rule:
+def get(session: Session, actor: Account, rule_id: int, action: str = "rule.read") -> Rule:
     rule = session.get(Rule, rule_id)
-    if rule is None or (rule.account_id != actor.id and not actor.is_admin):
-        raise NotFound(f"rule {rule_id} does not exist")
+    missing = f"rule {rule_id} does not exist"
+    if rule is None:
+        raise NotFound(missing)
+    policy.require(actor, action, owner_id=rule.account_id, missing=missing)
     return rule
 
 
@@ -363,7 +369,7 @@ def _take(session: Session, rule_id: int) -> Rule | None:
 
 def remove(session: Session, actor: Account, rule_id: int) -> None:
     """Delete a rule: its locks go, and replicas no lock holds become reaper candidates."""
-    get(session, actor, rule_id)  # ownership
+    get(session, actor, rule_id, "rule.delete")
     rule = _take(session, rule_id)
     if rule is None:
         return
@@ -384,8 +390,7 @@ def list_rules(
         .join(Account, Account.id == Rule.account_id)
         .join(DID, DID.id == Rule.did_id)
     )
-    if not actor.is_admin:
-        query = query.where(Rule.account_id == actor.id)
+    query = policy.visible_to(query, actor, Rule.account_id, "rule.list_all")
     if account:
         query = query.where(Account.name == account)
     if did:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from vre import policy
 from vre.errors import Conflict, Forbidden, NotFound
 from vre.identity import accounts
 from vre.identity.models import Account
@@ -20,8 +21,12 @@ def add(
     """A user may create scopes for themself; only an admin creates them for others."""
     check_scope(name)
     owner_account = accounts.get(session, owner) if owner else actor
-    if owner_account.id != actor.id and not actor.is_admin:
-        raise Forbidden("only an admin can create a scope for another account")
+    if owner_account.id != actor.id:
+        policy.require(
+            actor,
+            "scope.create_for_other",
+            message="only an admin can create a scope for another account",
+        )
     if session.get(Scope, name) is not None:
         raise Conflict(f"scope {name!r} already exists")
     scope = Scope(name=name, owner_id=owner_account.id, is_public=public)
@@ -39,11 +44,11 @@ def get(session: Session, name: str) -> Scope:
 
 
 def can_read(scope: Scope, actor: Account) -> bool:
-    return scope.is_public or scope.owner_id == actor.id or actor.is_admin
+    return policy.allows(actor, "scope.read", scope=scope)
 
 
 def can_write(scope: Scope, actor: Account) -> bool:
-    return scope.owner_id == actor.id or actor.is_admin
+    return policy.allows(actor, "scope.write", scope=scope)
 
 
 def readable(session: Session, actor: Account, name: str) -> Scope:
@@ -74,8 +79,7 @@ def require_writable(session: Session, actor: Account, names: Iterable[str]) -> 
 def list_visible(session: Session, actor: Account) -> list[tuple[Scope, str]]:
     """Scopes the actor can read, with their owner's name."""
     query = select(Scope, Account.name).join(Account, Account.id == Scope.owner_id)
-    if not actor.is_admin:
-        query = query.where((Scope.is_public.is_(True)) | (Scope.owner_id == actor.id))
+    query = policy.scopes_visible_to(query, actor, Scope)
     return [(s, owner) for s, owner in session.execute(query.order_by(Scope.name))]
 
 

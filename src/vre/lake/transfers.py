@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from vre import bulk
+from vre import bulk, policy
 from vre.db import utcnow
 from vre.identity.models import Account
 from vre.lake import rules, storage
@@ -384,8 +384,7 @@ def list_transfers(
         .join(DID, DID.id == Transfer.did_id)
         .join(RSE, RSE.id == Transfer.rse_id)
     )
-    if not actor.is_admin:
-        query = query.where(Transfer.account_id == actor.id)
+    query = policy.visible_to(query, actor, Transfer.account_id, "transfer.list_all")
     if state:
         query = query.where(Transfer.state == state)
     if rse:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
 
+from vre import policy
 from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
@@ -89,10 +90,9 @@ def find(session: Session, actor: Account, label: str) -> Run:
     when only one account has a run of that label."""
     name, _, number = label.rpartition(".") if "." in label else (label, "", "")
     query = select(Run).where(Run.name == name, Run.status != DELETED)
-    if actor.is_admin:  # their owners are compared: one query for them all
+    query = policy.visible_to(query, actor, Run.account_id, "run.manage")
+    if policy.is_admin(actor):  # their owners are compared: one query for them all
         query = query.options(selectinload(Run.owner))
-    else:
-        query = query.where(Run.account_id == actor.id)
     if number:
         if not number.isdigit():
             raise Invalid(f"invalid run {label!r}: expected NAME or NAME.N")
@@ -119,9 +119,7 @@ def executing(session: Session, ids: set[int]) -> dict[int, str]:
 
 
 def list_runs(session: Session, actor: Account, *, include_deleted: bool = False) -> list[Run]:
-    query = select(Run)
-    if not actor.is_admin:
-        query = query.where(Run.account_id == actor.id)
+    query = policy.visible_to(select(Run), actor, Run.account_id, "run.list_all")
     if not include_deleted:
         query = query.where(Run.status != DELETED)
     query = query.options(selectinload(Run.owner))  # one query for every run's owner

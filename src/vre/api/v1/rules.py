@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, factory, unit
 from vre.identity.models import Account
-from vre.identity.tokens import require_admin
 from vre.lake import quotas, reaper, rules, transfers
 from vre.lake.names import parse_did
 from vre.lake.rule_models import Rule
@@ -155,19 +154,17 @@ def reaper_candidates(
     caller: Caller, request: Request, grace: float = Query(default=0.0, ge=0)
 ) -> Any:
     """What the reaper would delete now (admin): the dry run."""
-    require_admin(caller)
     with unit(request) as session:
         return [
             asdict(c) | {"options": None}
-            for c in reaper.candidates(session, timedelta(seconds=grace))
+            for c in reaper.preview(session, caller, timedelta(seconds=grace))
         ]
 
 
 @router.post("/reaper")
 def reaper_run(caller: Caller, request: Request, grace: float = Query(default=0.0, ge=0)) -> Any:
     """Run one reaper pass now (admin)."""
-    require_admin(caller)
-    gone = reaper.reap(factory(request), timedelta(seconds=grace))
+    gone = reaper.reap_now(factory(request), caller, timedelta(seconds=grace))
     return [asdict(c) | {"options": None} for c in gone]
 
 
