@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import Table, insert, text
 from sqlalchemy.orm import Session
 
+from vre.db import is_postgres
+
 CHUNK = 2000  # ids per IN list: well inside SQLite's variable limit
 
 
@@ -21,15 +23,11 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows that all have the same keys."""
     if not rows:
         return
-    if not _is_postgres(session):
+    if not is_postgres(session):
         session.execute(insert(table), list(rows))
         return
     columns = list(rows[0])
@@ -47,7 +45,7 @@ def insert_with_ids(
     """Insert rows and map each row's ``key`` columns to its new ``id``."""
     if not rows:
         return {}
-    if not _is_postgres(session):
+    if not is_postgres(session):
         # Unordered RETURNING keeps SQLite on multi-row VALUES; the key maps rows back.
         returning = insert(table).returning(table.c.id, *[table.c[k] for k in key])
         return {tuple(r[1:]): r[0] for r in session.execute(returning, list(rows))}

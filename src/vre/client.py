@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +19,20 @@ import httpx
 from vre.errors import StorageError
 from vre.lake.checksums import Checksummer
 
-CHUNK = 4 * 1024 * 1024
+# The client's copy of the server's default VRE_BLOCK_SIZE (vre.config): the client
+# never imports the server's settings, and a test keeps the two equal.
+DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
 Progress = Callable[[int], None]
+
+
+def block_size() -> int:
+    """Bytes per block when streaming: ``VRE_BLOCK_SIZE``, read when a stream starts."""
+    value = os.environ.get("VRE_BLOCK_SIZE", "").strip()
+    if not value:
+        return DEFAULT_BLOCK_SIZE
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"VRE_BLOCK_SIZE must be a positive number of bytes, not {value!r}")
+    return int(value)
 
 
 class APIError(Exception):
@@ -295,12 +306,13 @@ class Client:
     ) -> dict[str, Any]:
         """Stream one file; its adler32 is computed on the way and compared with the server's."""
         name = name or path.name
-        adler = [1]
+        summer = Checksummer(md5=False)
+        size = block_size()
 
         def chunks() -> Iterator[bytes]:
             with open(path, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    adler[0] = zlib.adler32(chunk, adler[0])
+                while chunk := handle.read(size):
+                    summer.update(chunk)
                     if progress:
                         progress(len(chunk))
                     yield chunk
@@ -313,7 +325,7 @@ class Client:
             f"/files/{scope}/{_q(name)}", params=params, content=chunks(), headers=headers
         )
         result = self._check(response).json()
-        mine = f"{adler[0] & 0xFFFFFFFF:08x}"
+        mine = summer.adler32
         if result["adler32"] != mine:
             raise APIError(
                 500,
@@ -352,7 +364,11 @@ class Client:
         errors = []
         for replica in item["replicas"]:
             direct = not through_api and _reachable(replica["url"])
-            source = storage.read(replica["url"]) if direct else self._stream(item, replica["rse"])
+            source = (
+                storage.read(replica["url"], block_size())
+                if direct
+                else self._stream(item, replica["rse"])
+            )
             try:
                 size = _save(source, target, item["adler32"], progress)
                 return Downloaded(did, target, size, replica["rse"], direct)
@@ -366,7 +382,7 @@ class Client:
             if response.status_code >= 400:
                 response.read()
                 self._check(response)
-            yield from response.iter_bytes(CHUNK)
+            yield from response.iter_bytes(block_size())
 
 
 def _reachable(url: str) -> bool:
@@ -384,7 +400,7 @@ def _save(
 ) -> int:
     """Write to a temporary name, verify, then rename: a bad download leaves nothing."""
     part = target.with_name(target.name + ".vre-part")
-    summer = Checksummer()
+    summer = Checksummer(md5=False)  # the catalogue's adler32 is what a download checks
     try:
         with open(part, "wb") as handle:
             for chunk in chunks:

@@ -72,6 +72,11 @@ def make_engine(url: str) -> Engine:
     )
 
 
+def is_postgres(session: Session) -> bool:
+    """The one dialect question services ask: row locks and COPY exist on PostgreSQL only."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

@@ -23,11 +23,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from vre import leases
 from vre.config import Settings
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
 from vre.lake import reaper, rules, transfers
 from vre.lake.upload import sweep_pending
-from vre.workflows import leftovers, retention, runs
+from vre.workflows import engines, leftovers, retention, runs
 from vre.workflows.backends import runner
 
 log = logging.getLogger("vre.worker")
@@ -41,41 +42,25 @@ class Worker:
         self.tool = tool or transfers.StreamingTool()
         self._stop = threading.Event()
         self._containers_checked = 0.0
+        self.retry = transfers.Retry(settings.transfer_attempts, settings.transfer_backoff)
 
     # --- one round of each daemon ----------------------------------------------------
     def transfer_batch(self, sessions: sessionmaker[Session], pool: ThreadPoolExecutor) -> int:
         s = self.settings
+        held = transfers.lease(self.name, s.transfer_lease)
         with transaction(sessions) as session:
-            jobs = transfers.claim(session, self.name, s.transfer_batch, s.transfer_lease)
+            jobs = transfers.claim(session, held, s.transfer_batch)
         if not jobs:
             return 0
         log.debug("claimed transfers %s", ",".join(str(j.id) for j in jobs))
-        beat = threading.Event()
-        heart = threading.Thread(target=self._heartbeat, args=(sessions, jobs, beat), daemon=True)
-        heart.start()
-        try:
+        with leases.held(sessions, held, [j.id for j in jobs]):
             outcomes = list(pool.map(self.tool.copy, jobs))
-        finally:
-            beat.set()
-            heart.join()
-        with transaction(sessions) as session:
-            transfers.finish(session, self.name, outcomes)
+        transfers.report(sessions, held, outcomes, self.retry)
         failed = [o for o in outcomes if not o.done]
         for out in failed:
             log.warning("transfer %s of %s failed: %s", out.job.id, out.job.did, out.error)
         log.info("transfers: %d done, %d failed", len(outcomes) - len(failed), len(failed))
         return len(jobs)
-
-    def _heartbeat(
-        self, sessions: sessionmaker[Session], jobs: list[transfers.Job], stop: threading.Event
-    ) -> None:
-        ids = [j.id for j in jobs]
-        while not stop.wait(self.settings.transfer_lease / 3):
-            try:
-                with transaction(sessions) as session:
-                    transfers.extend(session, self.name, ids, self.settings.transfer_lease)
-            except Exception:
-                log.exception("could not extend transfer leases")
 
     def housekeeping(self, sessions: sessionmaker[Session]) -> None:
         with transaction(sessions) as session:
@@ -132,21 +117,19 @@ class Worker:
 
     def _runs_once(self, sessions: sessionmaker[Session]) -> None:
         """Every queued run, one after the other (``vre worker --once``)."""
-        from vre.workflows.engines import serial
-
         s = self.settings
+        held = runs.lease(self.name, s.run_lease)
         while True:
             with transaction(sessions) as session:
-                taken = serial.claim(session, self.name, s.max_runs_per_account, 1)
+                taken = runs.claim(session, held, s.max_runs_per_account, 1)
             if not taken:
                 return
-            serial.execute_safely(sessions, taken[0], s)
+            engines.execute(sessions, taken[0], s)
 
     def _run_loop(self, sessions: sessionmaker[Session]) -> None:
         """Workflow runs: claim queued ones (per-account limit) and execute each on a thread."""
-        from vre.workflows.engines import serial
-
         s = self.settings
+        held = runs.lease(self.name, s.run_lease)
         with ThreadPoolExecutor(s.run_threads, "vre-run") as pool:
             busy: set[Any] = set()
             while not self._stop.is_set():
@@ -156,11 +139,11 @@ class Worker:
                 if free > 0:
                     try:
                         with transaction(sessions) as session:
-                            taken = serial.claim(session, self.name, s.max_runs_per_account, free)
+                            taken = runs.claim(session, held, s.max_runs_per_account, free)
                     except Exception:
                         log.exception("claiming runs failed")
                 for run_id in taken:
-                    busy.add(pool.submit(serial.execute_safely, sessions, run_id, s))
+                    busy.add(pool.submit(engines.execute, sessions, run_id, s))
                 if not taken:
                     self._stop.wait(s.run_poll)
 

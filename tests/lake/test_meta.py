@@ -251,3 +251,11 @@ def test_another_account_cannot_read_or_write_metadata(
         assert names_matching(session, bob, "run=7") == ["ds"]
         with pytest.raises(Forbidden):
             catalogue.writable(session, bob, SCOPE, "ds")
+
+
+def test_key_length_follows_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VRE_MAX_META_KEY_LENGTH", "8")
+    get_settings.cache_clear()
+    assert meta.check({"k" * 8: 1}) == {"k" * 8: 1}
+    with pytest.raises(Invalid, match="at most 8 characters"):
+        meta.check({"k" * 9: 1})

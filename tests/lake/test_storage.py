@@ -47,7 +47,7 @@ def test_write_commit_read_delete(prefix: Prefix) -> None:
     assert storage.exists(url, options=options)
     assert not storage.exists(storage.part_url(url, "t1"), options=options)
     assert storage.size(url, options=options) == len(data)
-    assert b"".join(storage.read(url, chunk_size=65536, options=options)) == data
+    assert b"".join(storage.read(url, block_size=65536, options=options)) == data
     storage.delete(url, options=options)
     assert not storage.exists(url, options=options)
     storage.delete(url, options=options)  # already gone counts as deleted

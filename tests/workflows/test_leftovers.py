@@ -11,7 +11,6 @@ import pytest
 
 from vre.config import Settings
 from vre.workflows import leftovers
-from vre.workflows.instances import TIMEOUT
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def test_secret_directories_of_ended_runs_and_stale_rucio_configs_go(tmpdir_here
     running = Path(tempfile.mkdtemp(prefix=f"{prefix}8-"))
     foreign = Path(tempfile.mkdtemp(prefix=f"{leftovers.secrets_prefix(other)}7-"))
     stale = Path(tempfile.mkdtemp(prefix=leftovers.RUCIO_CALLS))
-    old = time.time() - TIMEOUT - 3600
+    old = time.time() - Settings().rucio_call_timeout - 3600
     os.utime(stale, (old, old))
     fresh = Path(tempfile.mkdtemp(prefix=leftovers.RUCIO_CALLS))  # a call under way
     asked: list[set[int]] = []

@@ -15,8 +15,7 @@ from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
-from vre.workflows import runs, secrets, workspace
-from vre.workflows.engines import serial
+from vre.workflows import engines, runs, secrets, workspace
 from vre.workflows.models import FAILED, FINISHED, STOPPED, Run
 
 SPEC = """
@@ -49,8 +48,9 @@ HELLO = b'for i in $(seq "$2"); do echo "$1 $i"; done\n'
 
 def execute_next(sessions: sessionmaker[Session], settings: Settings) -> str:
     with transaction(sessions) as session:
-        (run_id,) = serial.claim(session, "test-worker", settings.max_runs_per_account, 1)
-    return serial.execute_safely(sessions, run_id, settings)
+        held = runs.lease("test-worker", settings.run_lease)
+        (run_id,) = runs.claim(session, held, settings.max_runs_per_account, 1)
+    return engines.execute(sessions, run_id, settings)
 
 
 def new_run(
@@ -235,9 +235,9 @@ def test_concurrency_limit_per_account(sessions, alice, tmp_path) -> None:  # ty
         with transaction(sessions) as session:
             runs.start(session, alice, label)
     with transaction(sessions) as session:
-        first = serial.claim(session, "w", 1, 5)
+        first = runs.claim(session, runs.lease("w", 300), 1, 5)
     with transaction(sessions) as session:
-        second = serial.claim(session, "w", 1, 5)
+        second = runs.claim(session, runs.lease("w", 300), 1, 5)
     assert len(first) == 1 and second == []
 
 
@@ -246,11 +246,11 @@ def test_a_run_whose_worker_died_fails_and_can_be_restarted(sessions, alice, set
     with transaction(sessions) as session:
         runs.start(session, alice, label)
     with transaction(sessions) as session:
-        assert serial.claim(session, "dead-worker", 4, 1)  # ... and the worker died
+        assert runs.claim(session, runs.lease("dead-worker", 300), 4, 1)  # ... and the worker died
     with transaction(sessions) as session:
         session.execute(update(Run).values(lease_until=utcnow() - timedelta(seconds=1)))
     with transaction(sessions) as session:
-        assert serial.claim(session, "next-worker", 4, 1) == []
+        assert runs.claim(session, runs.lease("next-worker", 300), 4, 1) == []
     run = state(sessions, alice, label)
     assert run.status == FAILED and "vre restart" in (run.error or "")
     with transaction(sessions) as session:

@@ -25,7 +25,7 @@ from vre.lake.models import (
 )
 from vre.lake.names import check_name, check_scope, parse_pattern
 
-CHUNK = 2000  # pairs per IN clause: well inside SQLite's variable limit
+CHUNK = bulk.CHUNK  # rules.py still slices with it; new code uses bulk.chunks
 
 
 def get(session: Session, scope: str, name: str) -> DID:
@@ -92,10 +92,8 @@ def find_many(
         by_scope[scope].append(name)
     found: dict[tuple[str, str], Row[Any]] = {}
     for scope, names in by_scope.items():
-        for start in range(0, len(names), CHUNK):
-            query = select(*LOOKUP).where(
-                DID.scope == scope, DID.name.in_(names[start : start + CHUNK])
-            )
+        for batch in bulk.chunks(names):
+            query = select(*LOOKUP).where(DID.scope == scope, DID.name.in_(batch))
             for row in session.execute(query):
                 found[(row.scope, row.name)] = row
     return found
@@ -169,12 +167,11 @@ def open_dataset(session: Session, actor: Account, scope: str, name: str) -> DID
 def link(session: Session, parent_id: int, child_ids: Sequence[int]) -> int:
     """Insert the attachments not there yet (callers have checked kinds and cycles)."""
     existing: set[int] = set()
-    for start in range(0, len(child_ids), CHUNK):
+    for batch in bulk.chunks(child_ids):
         existing |= set(
             session.scalars(
                 select(Attachment.child_id).where(
-                    Attachment.parent_id == parent_id,
-                    Attachment.child_id.in_(child_ids[start : start + CHUNK]),
+                    Attachment.parent_id == parent_id, Attachment.child_id.in_(batch)
                 )
             )
         )

@@ -22,7 +22,7 @@ from vre.errors import Invalid, NotFound
 from vre.lake.models import DID, DIDMeta
 from vre.lake.values import Value, parse_value
 
-KEY = re.compile(r"^[A-Za-z0-9_\-.]{1,128}\Z")
+KEY = re.compile(r"^[A-Za-z0-9_\-.]+\Z")  # its length is VRE_MAX_META_KEY_LENGTH
 FILTER = re.compile(r"^\s*([A-Za-z0-9_\-.]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*\Z")
 
 
@@ -35,11 +35,12 @@ def _number(value: Any) -> float | None:
 
 
 def check(meta: dict[str, Any]) -> dict[str, Value]:
+    """Refuse metadata beyond the operator's limits, read at each call (never frozen at import)."""
     settings = get_settings()
     if len(meta) > settings.max_meta_keys:
         raise Invalid(f"too many metadata keys: {len(meta)} (at most {settings.max_meta_keys})")
     for key, value in meta.items():
-        if not KEY.match(key):
+        if not KEY.match(key) or len(key) > settings.max_meta_key_length:
             raise Invalid(
                 f"invalid metadata key {key[:40]!r}: use letters, digits, '_', '-' or '.'"
                 f" (at most {settings.max_meta_key_length} characters)"

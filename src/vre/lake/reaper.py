@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from vre import policy
+from vre import bulk, policy
 from vre.db import transaction, utcnow
 from vre.errors import Conflict
 from vre.identity.models import Account
@@ -31,6 +31,7 @@ from vre.lake.models import (
     Replica,
 )
 from vre.lake.rule_models import QUEUED, SUBMITTED, Lock, Rule, Transfer
+from vre.leases import claimable
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +48,31 @@ class Candidate:
     options: dict[str, Any]
 
 
-def candidates(session: Session, grace: timedelta, limit: int = 1000) -> list[Candidate]:
-    cutoff = utcnow() - grace
+def _due(grace: timedelta) -> tuple[Any, ...]:
+    """A replica the reaper may take: no lock, tombstoned long enough, nothing writing it."""
+    return (
+        Replica.lock_count == 0,
+        Replica.tombstone.is_not(None),
+        Replica.tombstone <= utcnow() - grace,
+        Replica.state != COPYING,
+        ~_transfer_active(),
+    )
+
+
+def candidates(
+    session: Session, grace: timedelta, limit: int = 1000, *, claim: bool = False
+) -> list[Candidate]:
+    """What is due, oldest tombstone first (``claim``: skipping rows another reaper holds)."""
     query = (
         select(Replica, DID.scope, DID.name, DID.bytes, RSE.name, RSE.prefix, RSE.options)
         .join(DID, DID.id == Replica.did_id)
         .join(RSE, RSE.id == Replica.rse_id)
-        .where(
-            Replica.lock_count == 0,
-            Replica.tombstone.is_not(None),
-            Replica.tombstone <= cutoff,
-            Replica.state != COPYING,
-            ~_transfer_active(),
-        )
+        .where(*_due(grace))
         .order_by(Replica.tombstone)
         .limit(limit)
     )
+    if claim:
+        query = claimable(session, query, of=Replica)
     return [
         Candidate(
             r.did_id,
@@ -104,41 +114,61 @@ def reap_now(factory: sessionmaker[Session], actor: Account, grace: timedelta) -
 
 
 def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) -> list[Candidate]:
-    """Delete what is due; returns what was deleted."""
+    """Delete what is due; returns what was deleted.
+
+    Three steps, storage outside every transaction: claim a batch (its replicas become
+    ``unavailable``, committed before any byte goes: never a source again, and a rule
+    that wants one back queues a fresh copy), delete the bytes, drop the rows. A crash
+    or a failed delete leaves catalogued, unavailable replicas that the next round takes."""
     with transaction(factory) as session:
-        due = candidates(session, grace, limit)
+        due = _claim(session, grace, limit)
     deleted = []
     for item in due:
-        where = (Replica.did_id == item.did_id, Replica.rse_id == item.rse_id)
-        with transaction(factory) as session:
-            # Committed before any byte goes: from here on the replica is `unavailable`,
-            # never a source, and a rule that wants it again queues a fresh copy.
-            taken = session.execute(
-                update(Replica)
-                .where(
-                    *where,
-                    Replica.lock_count == 0,
-                    Replica.tombstone.is_not(None),
-                    Replica.state != COPYING,
-                    ~_transfer_active(),
-                )
-                .values(state=UNAVAILABLE, updated_at=utcnow())
-            )
-        if taken.rowcount != 1:  # type: ignore[attr-defined]
-            continue  # a rule locked it meanwhile: it stays
         try:
             storage.delete(item.url, options=item.options)
         except storage.StorageError as exc:
             log.warning("reaper: %s on %s stays for the next round: %s", item.did, item.rse, exc)
             continue
-        with transaction(factory) as session:
-            gone = session.execute(
-                delete(Replica).where(*where, Replica.lock_count == 0, Replica.state == UNAVAILABLE)
-            )
-            if gone.rowcount == 1:  # type: ignore[attr-defined]
-                _drop_if_last(session, item.did_id)
         deleted.append(item)
+    if deleted:
+        with transaction(factory) as session:
+            _forget(session, deleted)
     return deleted
+
+
+def _claim(session: Session, grace: timedelta, limit: int) -> list[Candidate]:
+    due = {(c.did_id, c.rse_id): c for c in candidates(session, grace, limit, claim=True)}
+    taken: list[Candidate] = []
+    for pairs in bulk.chunks(list(due)):
+        marked = session.execute(
+            update(Replica)
+            .where(tuple_(Replica.did_id, Replica.rse_id).in_(pairs), *_due(grace))
+            .values(state=UNAVAILABLE, updated_at=utcnow())
+            .returning(Replica.did_id, Replica.rse_id),
+            execution_options={"synchronize_session": False},
+        )
+        taken += [due[(d, r)] for d, r in marked]  # a rule locked the others meanwhile
+    return taken
+
+
+def _forget(session: Session, deleted: list[Candidate]) -> None:
+    """Drop the rows of replicas whose bytes went (unless a rule locked one since)."""
+    gone: set[int] = set()
+    for pairs in bulk.chunks([(c.did_id, c.rse_id) for c in deleted]):
+        gone |= set(
+            session.scalars(
+                delete(Replica)
+                .where(
+                    tuple_(Replica.did_id, Replica.rse_id).in_(pairs),
+                    Replica.lock_count == 0,
+                    Replica.state == UNAVAILABLE,
+                )
+                .returning(Replica.did_id),
+                execution_options={"synchronize_session": False},
+            )
+        )
+    for did_id in sorted(gone):
+        _drop_if_last(session, did_id)
 
 
 def _drop_if_last(session: Session, did_id: int) -> None:

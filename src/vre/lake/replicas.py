@@ -114,13 +114,10 @@ def register(
     ids.update({k: d.id for k, d in existing.items()})
     known = set()
     old_ids = [d.id for d in existing.values()]
-    for start in range(0, len(old_ids), catalogue.CHUNK):
+    for batch in bulk.chunks(old_ids):
         known |= set(
             session.scalars(
-                select(Replica.did_id).where(
-                    Replica.rse_id == rse.id,
-                    Replica.did_id.in_(old_ids[start : start + catalogue.CHUNK]),
-                )
+                select(Replica.did_id).where(Replica.rse_id == rse.id, Replica.did_id.in_(batch))
             )
         )
     replica_rows = [

@@ -26,6 +26,7 @@ from vre.lake import catalogue, quotas, rses
 from vre.lake.models import AVAILABLE, BAD, COPYING, DID, RSE, CollectionUpdate, Replica
 from vre.lake.names import deterministic_path
 from vre.lake.rule_models import OK, QUEUED, REPLICATING, STUCK, SUBMITTED, Lock, Rule, Transfer
+from vre.leases import claimable
 
 MAX_COPIES = 10
 
@@ -463,9 +464,7 @@ def covering(session: Session, did_ids: Iterable[int]) -> list[Rule]:
 def process_updates(session: Session, limit: int = 500) -> int:
     """Evaluate the rules over collections whose content changed; returns updates done."""
     pick = select(CollectionUpdate).order_by(CollectionUpdate.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    updates = list(session.scalars(pick))
+    updates = list(session.scalars(claimable(session, pick)))
     if not updates:
         return 0
     for rule in covering(session, {u.parent_id for u in updates}):

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from fsspec import AbstractFileSystem
@@ -22,7 +22,6 @@ from vre.lake import protocols
 from vre.lake.checksums import Checksummer
 
 SCHEMES = protocols.SCHEMES
-CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -131,13 +130,122 @@ def discard_part(url: str, tag: str, *, options: Mapping[str, Any] | None = None
     _quiet_rm(fs, part)
 
 
+def default_block_size() -> int:
+    """The server's ``VRE_BLOCK_SIZE``, read when a stream starts.
+
+    Imported here, not at the top: the client reads replicas directly through this
+    module and passes its own block size, so it never loads the server's settings.
+    """
+    from vre.config import get_settings
+
+    return get_settings().block_size
+
+
+class Origin(Protocol):
+    """A replica to copy from: its RSE's name (for messages), its URL and RSE options."""
+
+    @property
+    def rse(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def options(self) -> Mapping[str, Any] | None: ...
+
+
+S = TypeVar("S", bound=Origin)
+
+
+@dataclass(frozen=True)
+class Source:
+    """An ``Origin`` for callers without a record of their own (transfers have one)."""
+
+    rse: str
+    url: str
+    options: Mapping[str, Any] | None = None
+
+
+@dataclass
+class Copied(Generic[S]):
+    """What ``copy_verified`` did: the source whose bytes are now in place (``None``
+    when none), the checksums written, why the others failed, and the sources whose
+    bytes differ from the catalogue's (their replicas are bad)."""
+
+    source: S | None = None
+    stored: Stored | None = None
+    errors: list[str] = field(default_factory=list)
+    mismatched: list[S] = field(default_factory=list)
+
+
+def copy_verified(
+    sources: Sequence[S],
+    url: str,
+    *,
+    tag: str,
+    options: Mapping[str, Any] | None = None,
+    expected_bytes: int | None = None,
+    expected_adler32: str | None = None,
+) -> Copied[S]:
+    """Copy the first source whose bytes match the catalogue to ``url``.
+
+    Stage-in and transfers both need "stream a replica, check it, publish it": each
+    source in turn goes to the part name of ``url`` (adler32 on the way, no md5: a copy
+    is checked against the catalogue, which has adler32), and only a match is renamed
+    into place, so a reader never sees wrong bytes. A source that cannot be read is
+    skipped; one that reads but differs is skipped and reported in ``mismatched``. A
+    failed rename ends the copy: the destination is at fault, another source would not
+    help. On failure nothing is left under either name. ``None`` skips a check.
+    """
+    copied: Copied[S] = Copied()
+    for source in sources:
+        try:
+            stored = write_part(
+                url, read(source.url, options=source.options), tag=tag, options=options, md5=False
+            )
+        except StorageError as exc:
+            copied.errors.append(f"from {source.rse}: {exc.message}")
+            continue
+        wrong = _mismatch(stored, source.rse, expected_bytes, expected_adler32)
+        if wrong:
+            discard_part(url, tag, options=options)
+            copied.mismatched.append(source)
+            copied.errors.append(wrong)
+            continue
+        try:
+            commit_part(url, tag, options=options)
+        except StorageError as exc:
+            discard_part(url, tag, options=options)
+            copied.errors.append(exc.message)
+            return copied
+        copied.source, copied.stored = source, stored
+        return copied
+    return copied
+
+
+def _mismatch(
+    stored: Stored, rse: str, expected_bytes: int | None, expected_adler32: str | None
+) -> str:
+    """Why the bytes read from ``rse`` are not the catalogue's ('' when they are)."""
+    if expected_adler32 is not None and stored.adler32 != expected_adler32:
+        return (
+            f"checksum mismatch on {rse}: adler32 {stored.adler32},"
+            f" catalogue says {expected_adler32}"
+        )
+    if expected_bytes is not None and stored.bytes != expected_bytes:
+        return f"size mismatch on {rse}: {stored.bytes} bytes, catalogue says {expected_bytes}"
+    return ""
+
+
 def read(
-    url: str, chunk_size: int = CHUNK, *, options: Mapping[str, Any] | None = None
+    url: str, block_size: int | None = None, *, options: Mapping[str, Any] | None = None
 ) -> Iterator[bytes]:
+    """The bytes at ``url`` in blocks of ``block_size`` (default ``VRE_BLOCK_SIZE``)."""
     fs, path = filesystem(url, options=options)
+    block_size = block_size or default_block_size()
     try:
-        with fs.open(path, "rb", block_size=chunk_size) as handle:
-            while chunk := handle.read(chunk_size):
+        with fs.open(path, "rb", block_size=block_size) as handle:
+            while chunk := handle.read(block_size):
                 yield chunk
     except FileNotFoundError as exc:
         raise StorageError(f"{url} is missing on its storage element") from exc

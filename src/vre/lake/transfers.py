@@ -11,6 +11,7 @@ Bytes land under a temporary name and only the catalogue update makes a replica
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,10 +19,10 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from vre import bulk, policy
-from vre.db import utcnow
+from vre.db import transaction, utcnow
 from vre.identity.models import Account
 from vre.lake import rules, storage
 from vre.lake.models import AVAILABLE, BAD, DID, RSE, Replica
@@ -37,9 +38,9 @@ from vre.lake.rule_models import (
     Lock,
     Transfer,
 )
+from vre.leases import Lease
 
-MAX_ATTEMPTS = 5
-BACKOFF = 2.0  # seconds, doubled per attempt
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -95,52 +96,33 @@ class StreamingTool:
 
     def _copy(self, job: Job) -> Outcome:
         started = time.monotonic()
-        errors: list[str] = []
-        bad: list[int] = []
         if not job.sources:
             return Outcome(job, False, error="no available source replica")
-        tag = job.tag
         for stale in job.stale_tags:
             storage.discard_part(job.url, stale, options=job.options)
-        for source in job.sources:
-            try:
-                stored = storage.write_part(
-                    job.url,
-                    storage.read(source.url, options=source.options),
-                    tag=tag,
-                    options=job.options,
-                    md5=False,
-                )
-            except storage.StorageError as exc:
-                errors.append(f"from {source.rse}: {exc.message}")
-                continue
-            if stored.adler32 != job.adler32 or stored.bytes != job.bytes:
-                storage.discard_part(job.url, tag, options=job.options)
-                bad.append(source.rse_id)
-                errors.append(
-                    f"checksum mismatch on {source.rse}: adler32 {stored.adler32},"
-                    f" catalogue says {job.adler32}"
-                )
-                continue
-            try:
-                storage.commit_part(job.url, tag, options=job.options)
-            except storage.StorageError as exc:
-                storage.discard_part(job.url, tag, options=job.options)
-                errors.append(exc.message)
-                break
-            return Outcome(
-                job, True, source.rse, stored.bytes, time.monotonic() - started, bad_sources=bad
-            )
-        return Outcome(
-            job,
-            False,
-            error="; ".join(errors),
-            bad_sources=bad,
-            duration=time.monotonic() - started,
+        copied = storage.copy_verified(
+            job.sources,
+            job.url,
+            tag=job.tag,
+            options=job.options,
+            expected_bytes=job.bytes,
+            expected_adler32=job.adler32,
         )
+        bad = [source.rse_id for source in copied.mismatched]
+        duration = time.monotonic() - started
+        if copied.source is None or copied.stored is None:
+            return Outcome(
+                job, False, error="; ".join(copied.errors), bad_sources=bad, duration=duration
+            )
+        return Outcome(job, True, copied.source.rse, copied.stored.bytes, duration, bad_sources=bad)
 
 
-def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
+def lease(worker: str, seconds: float) -> Lease:
+    """A worker's lease on the transfers it copies (a finished one is no longer held)."""
+    return Lease(Transfer, worker, seconds, held=Transfer.state == SUBMITTED)
+
+
+def claim(session: Session, held: Lease, limit: int) -> list[Job]:
     """Take up to ``limit`` transfers that are due, or whose worker's lease ran out."""
     now = utcnow()
     due = or_(
@@ -148,9 +130,6 @@ def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
         and_(Transfer.state == SUBMITTED, Transfer.lease_until < now),
     )
     pick = select(Transfer.id).where(due).order_by(Transfer.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    until = now + timedelta(seconds=lease)
     orphaned = dict(
         session.execute(
             select(Transfer.id, Transfer.worker).where(
@@ -158,12 +137,9 @@ def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
             )
         ).all()
     )
-    session.execute(
-        update(Transfer)
-        .where(Transfer.id.in_(pick.scalar_subquery()))
-        .values(state=SUBMITTED, worker=worker, lease_until=until, updated_at=now),
-        execution_options={"synchronize_session": False},
-    )
+    ids = held.take(session, pick, state=SUBMITTED, updated_at=now)
+    if not ids:
+        return []
     rows = session.execute(
         select(Transfer, DID, RSE, Replica.path)
         .join(DID, DID.id == Transfer.did_id)
@@ -171,9 +147,7 @@ def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
         .outerjoin(
             Replica, and_(Replica.did_id == Transfer.did_id, Replica.rse_id == Transfer.rse_id)
         )
-        .where(
-            Transfer.worker == worker, Transfer.state == SUBMITTED, Transfer.lease_until == until
-        )
+        .where(Transfer.id.in_(ids))
         .order_by(Transfer.id)
     ).all()
     jobs = [
@@ -187,7 +161,7 @@ def claim(session: Session, worker: str, limit: int, lease: float) -> list[Job]:
             url=storage.join(r.prefix, path or deterministic_path(d.scope, d.name)),
             options=dict(r.options or {}),
             attempts=t.attempts,
-            tag=claim_tag(t.id, worker),
+            tag=claim_tag(t.id, held.worker),
             stale_tags=[claim_tag(t.id, orphaned[t.id])] if orphaned.get(t.id) else [],
         )
         for t, d, r, path in rows
@@ -218,32 +192,43 @@ def _attach_sources(session: Session, jobs: Sequence[Job]) -> None:
                 job.sources.append(Source(rse_id, name, storage.join(prefix, path), options or {}))
 
 
-def extend(session: Session, worker: str, ids: Sequence[int], lease: float) -> None:
-    """The heartbeat: keep our claims while we are still copying."""
-    if ids:
-        session.execute(
-            update(Transfer)
-            .where(Transfer.id.in_(list(ids)), Transfer.worker == worker)
-            .values(lease_until=utcnow() + timedelta(seconds=lease))
-        )
+@dataclass(frozen=True)
+class Retry:
+    """How often a transfer is tried, and how long it waits between attempts."""
+
+    attempts: int = 5
+    backoff: float = 2.0  # seconds before the second attempt, doubled for each next one
+
+    def delay(self, attempts: int) -> timedelta:
+        return timedelta(seconds=self.backoff * 2 ** (attempts - 1))
 
 
-def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
-    """Report a batch back in one transaction: transfers, replicas, locks, rules.
+def report(
+    sessions: sessionmaker[Session], held: Lease, outcomes: Sequence[Outcome], retry: Retry
+) -> None:
+    """Report a batch in one transaction, then delete bytes that lost their replica.
+
+    Storage is touched only after the commit: a slow or failing delete never holds the
+    catalogue's locks, and bytes left by a failed delete are only an orphan file."""
+    with transaction(sessions) as session:
+        orphans = _finish(session, held, outcomes, retry)
+    for job in orphans:
+        try:
+            storage.delete(job.url, options=job.options)
+        except storage.StorageError as exc:
+            log.warning("transfer %s: could not delete %s: %s", job.id, job.url, exc.message)
+
+
+def _finish(session: Session, held: Lease, outcomes: Sequence[Outcome], retry: Retry) -> list[Job]:
+    """Transfers, replicas, locks and rules of one batch; returns copies nobody wants.
 
     Done transfers (the common case) are reported in bulk: one statement per table and
     destination RSE, not per file. Failures take the slower path, one by one.
     """
     now = utcnow()
     table = Transfer.__table__
-    ids = [o.job.id for o in outcomes]
-    mine = set(
-        session.scalars(
-            select(Transfer.id).where(
-                Transfer.id.in_(ids), Transfer.worker == worker, Transfer.state == SUBMITTED
-            )
-        )
-    )  # a transfer whose lease ran out belongs to another worker now: not ours to report
+    # A transfer whose lease ran out belongs to another worker now: not ours to report.
+    mine = held.holds(session, [o.job.id for o in outcomes])
     done = [o for o in outcomes if o.done and o.job.id in mine]
     if done:
         session.execute(
@@ -271,6 +256,7 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
             ],
         )
     rule_ids: set[int] = set()
+    orphans: list[Job] = []
     by_rse: dict[int, list[int]] = {}
     jobs_at = {(o.job.did_id, o.job.rse_id): o.job for o in done}
     for out in done:
@@ -285,9 +271,8 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
                     .returning(Replica.did_id)
                 )
             )
-            for did_id in set(chunk) - made:  # the replica went: its bytes must not stay
-                job = jobs_at[(did_id, rse_id)]
-                storage.delete(job.url, options=job.options)
+            # The replica went while we copied: its bytes must not stay (after the commit).
+            orphans += [jobs_at[(did_id, rse_id)] for did_id in set(chunk) - made]
             session.execute(
                 update(Lock).where(Lock.rse_id == rse_id, Lock.did_id.in_(chunk)).values(state=OK)
             )
@@ -302,7 +287,7 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
         job = out.job
         if not out.done and job.id in mine:
             attempts = job.attempts + 1
-            final = attempts >= MAX_ATTEMPTS
+            final = attempts >= retry.attempts
             session.execute(
                 update(Transfer)
                 .where(Transfer.id == job.id)
@@ -313,7 +298,7 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
                     duration=out.duration,
                     lease_until=None,
                     updated_at=now,
-                    next_attempt_at=now + timedelta(seconds=BACKOFF * 2 ** (attempts - 1)),
+                    next_attempt_at=now + retry.delay(attempts),
                 )
             )
             if final:
@@ -324,6 +309,7 @@ def finish(session: Session, worker: str, outcomes: Sequence[Outcome]) -> None:
             rule_ids |= _holders(session, job.did_id, rse_id)
     if rule_ids:
         rules.recount(session, sorted(rule_ids))
+    return orphans
 
 
 def _holders(session: Session, did_id: int, rse_id: int) -> set[int]:

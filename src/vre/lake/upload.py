@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.db import transaction, utcnow
@@ -23,7 +23,7 @@ from vre.errors import Conflict, Invalid
 from vre.identity.models import Account
 from vre.lake import catalogue, meta, rses, rules, scopes, storage
 from vre.lake.checksums import check_adler32, check_md5
-from vre.lake.models import AVAILABLE, DATASET, DID, FILE, PendingUpload, Replica, Scope
+from vre.lake.models import AVAILABLE, DATASET, DID, FILE, RSE, PendingUpload, Replica, Scope
 from vre.lake.names import check_name, deterministic_path
 from vre.lake.replicas import same_content
 
@@ -47,8 +47,11 @@ class _Target:
     def discard(self) -> None:
         storage.discard_part(self.url, self.tag, options=self.options)
 
-    def delete(self) -> None:
-        storage.delete(self.url, options=self.options)
+    def exists(self) -> bool:
+        return storage.exists(self.url, options=self.options)
+
+    def has_part(self) -> bool:
+        return storage.exists(storage.part_url(self.url, self.tag), options=self.options)
 
 
 @dataclass
@@ -109,42 +112,74 @@ def upload(
                 )
         with transaction(factory) as session:
             result = _register(
-                session,
-                actor,
-                pending_id,
-                scope,
-                name,
-                rse.id,
-                rse_name,
-                target,
-                stored,
-                dataset,
-                meta_values,
+                session, actor, pending_id, (scope, name), (rse.id, rse_name), stored, dataset
             )
-        return result
+            if meta_values and result.placed:
+                meta.set_many(session, [result.did_id], meta_values)
     except BaseException:
         target.discard()
         with transaction(factory) as session:
             session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
         raise
+    _place(factory, target, pending_id, moved=result.placed)
+    return result.view(target.url, stored)
+
+
+def _place(
+    factory: sessionmaker[Session], target: _Target, pending_id: int, *, moved: bool
+) -> None:
+    """After the catalogue committed: move the bytes into place (or drop the duplicate),
+    then let the pending row go. A crash in between leaves the row, and the worker's
+    ``sweep_pending`` finishes the move: registered bytes are never lost."""
+    if moved:
+        target.commit()
+    else:
+        target.discard()
+    with transaction(factory) as session:
+        session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+
+
+@dataclass
+class _Registered:
+    scope: str
+    name: str
+    rse: str
+    did_id: int
+    created: bool
+    placed: bool  # the part becomes the replica (else the same bytes were there already)
+
+    def view(self, url: str, stored: storage.Stored) -> UploadResult:
+        return UploadResult(
+            self.scope,
+            self.name,
+            self.rse,
+            stored.bytes,
+            stored.adler32,
+            stored.md5 or "",
+            url,
+            created=self.created,
+        )
 
 
 def _register(
     session: Session,
     actor: Account,
     pending_id: int,
-    scope: str,
-    name: str,
-    rse_id: int,
-    rse_name: str,
-    target: _Target,
+    did_name: tuple[str, str],
+    rse: tuple[int, str],
     stored: storage.Stored,
     dataset: tuple[str, str] | None,
-    meta_values: dict[str, Any] | None,
-) -> UploadResult:
-    # The first statement writes, so SQLite takes its write lock before we read;
-    # PostgreSQL serialises concurrent uploads into one scope on the scope row.
-    session.execute(delete(PendingUpload).where(PendingUpload.id == pending_id))
+) -> _Registered:
+    """Decide (new, same content already there, conflict) and register; no storage I/O.
+
+    The first statement writes (the pending row, unchanged), so SQLite takes its write
+    lock before we read; PostgreSQL serialises uploads into one scope on the scope row."""
+    (scope, name), (rse_id, rse_name) = did_name, rse
+    session.execute(
+        update(PendingUpload)
+        .where(PendingUpload.id == pending_id)
+        .values(account_id=PendingUpload.account_id)
+    )
     session.execute(select(Scope).where(Scope.name == scope).with_for_update())
     did = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))
     created = did is None
@@ -156,20 +191,10 @@ def _register(
             )
         replica = session.get(Replica, (did.id, rse_id))
         if replica is not None and replica.state == AVAILABLE:
-            target.discard()
             did.obsolete = False
             if not rules.held_by(session, actor, did.id, rse_id):
                 rules.add(session, actor, scope, name, rse_name, comment="upload")
-            return UploadResult(
-                scope,
-                name,
-                rse_name,
-                stored.bytes,
-                stored.adler32,
-                stored.md5,
-                target.url,
-                created=False,
-            )
+            return _Registered(scope, name, rse_name, did.id, created=False, placed=False)
     else:
         did = DID(
             scope=scope,
@@ -183,8 +208,6 @@ def _register(
         )
         session.add(did)
         session.flush()
-    if meta_values:
-        meta.set_many(session, [did.id], meta_values)
     if dataset is not None:
         catalogue.link(session, _dataset(session, actor, *dataset).id, [did.id])
     replica = session.get(Replica, (did.id, rse_id))
@@ -199,37 +222,49 @@ def _register(
     session.flush()
     # Like `rucio upload`: the uploader's rule keeps the new replica (and counts on quota).
     rules.add(session, actor, scope, name, rse_name, comment="upload")
-    target.commit()
-    try:
-        session.commit()
-    except BaseException:
-        target.delete()
-        raise
-    return UploadResult(
-        scope, name, rse_name, stored.bytes, stored.adler32, stored.md5, target.url, created=created
-    )
+    return _Registered(scope, name, rse_name, did.id, created=created, placed=True)
 
 
 def sweep_pending(factory: sessionmaker[Session], older_than: timedelta) -> int:
-    """Remove the bytes of uploads whose writer died; returns how many were swept."""
+    """Finish or undo uploads whose writer died; returns how many were swept.
+
+    A registered upload whose bytes are still under the temporary name is moved into
+    place (the catalogue already says they are there); any other leftover part goes.
+    Storage is touched between two transactions, never inside one."""
     cutoff = utcnow() - older_than
-    swept = 0
     with transaction(factory) as session:
-        stale = list(
-            session.scalars(select(PendingUpload).where(PendingUpload.created_at < cutoff))
-        )
-        for row in stale:
-            rse = session.get(rses.RSE, row.rse_id)
-            if rse is None:
-                continue
-            target = _Target(storage.join(rse.prefix, row.path), str(row.id), rse.options or {})
-            target.discard()
-            registered = session.scalar(
-                select(Replica.did_id).where(Replica.rse_id == rse.id, Replica.path == row.path)
+        stale = [
+            (
+                row.id,
+                row.path,
+                rse.name,
+                _Target(storage.join(rse.prefix, row.path), str(row.id), dict(rse.options or {})),
+                registered,
             )
-            if registered is None:
-                target.delete()
-            session.delete(row)
-            swept += 1
-            log.info("swept interrupted upload %s on %s", row.path, rse.name)
-    return swept
+            for row, rse, registered in session.execute(
+                select(PendingUpload, RSE, Replica.did_id)
+                .join(RSE, RSE.id == PendingUpload.rse_id)
+                .outerjoin(
+                    Replica,
+                    (Replica.rse_id == PendingUpload.rse_id) & (Replica.path == PendingUpload.path),
+                )
+                .where(PendingUpload.created_at < cutoff)
+            )
+        ]
+    done = []
+    for row_id, path, rse_name, target, registered in stale:
+        try:
+            if registered is not None and target.has_part() and not target.exists():
+                target.commit()
+                log.info("finished the interrupted upload of %s on %s", path, rse_name)
+            else:
+                target.discard()
+                log.info("swept interrupted upload %s on %s", path, rse_name)
+        except storage.StorageError as exc:
+            log.warning("interrupted upload %s on %s stays: %s", path, rse_name, exc.message)
+            continue
+        done.append(row_id)
+    if done:
+        with transaction(factory) as session:
+            session.execute(delete(PendingUpload).where(PendingUpload.id.in_(done)))
+    return len(done)

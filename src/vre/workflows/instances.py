@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vre.config import Settings, get_settings
 from vre.errors import Invalid, StorageError
 
 LOCAL = "local"
@@ -45,7 +46,10 @@ FIELDS = {
     "ca_cert",
     "vo",
 }
-TIMEOUT = 3600.0
+# The default of VRE_RUCIO_CALL_TIMEOUT, for leftovers.py, which still imports it to know
+# how old a call's files may get: it should read settings.rucio_call_timeout (then this
+# alias goes; until then a raised timeout is not seen by the sweep).
+TIMEOUT: float = Settings.model_fields["rucio_call_timeout"].default
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,14 @@ def get(path: Path, name: str) -> Instance:
 
 
 def call(instance: Instance, request: dict[str, Any]) -> Any:
-    """Run one request through ``vre.workflows.rucio_job`` in a child process."""
+    """Run one request through ``vre.workflows.rucio_job`` in a child process.
+
+    The child gets no ``VRE_*`` variable (nor ``RUCIO_*``): what it needs of the VRE's
+    settings travels in the request, and ``VRE_RUCIO_CALL_TIMEOUT`` bounds the call.
+    """
+    settings = get_settings()
+    timeout = settings.rucio_call_timeout
+    request = {**request, "block_size": settings.block_size}
     with tempfile.TemporaryDirectory(prefix="vre-rucio-") as private:  # see leftovers
         config = Path(private) / "rucio.cfg"
         fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -142,12 +153,12 @@ def call(instance: Instance, request: dict[str, Any]) -> Any:
                 capture_output=True,
                 text=True,
                 env=env,
-                timeout=TIMEOUT,
+                timeout=timeout,
                 cwd=private,
             )
         except subprocess.TimeoutExpired:
             raise StorageError(
-                f"Rucio instance {instance.name!r}: no answer within {TIMEOUT:.0f} s"
+                f"Rucio instance {instance.name!r}: no answer within {timeout:.0f} s"
             ) from None
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from vre.config import Settings
 from vre.workflows.backends.runner import deployment
-from vre.workflows.instances import TIMEOUT
 
 RUCIO_CALLS = "vre-rucio-"
 
@@ -43,7 +42,7 @@ def sweep(
     moment = time.time() if now is None else now
     for path in base.glob(f"{RUCIO_CALLS}*"):
         try:
-            if moment - path.stat().st_mtime > TIMEOUT + 600:
+            if moment - path.stat().st_mtime > settings.rucio_call_timeout + 600:
                 gone.append(path)
         except OSError:
             continue

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-import zlib
 from pathlib import Path
 from typing import Any
+
+from vre.lake.checksums import Checksummer
 
 FINE = ("DONE", "ALREADY_DONE", "FileDownloadState.DONE", "FileDownloadState.ALREADY_DONE")
 
@@ -62,12 +63,14 @@ def download(request: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(done, key=lambda d: d["did"])  # downloads finish in any order
 
 
-def _adler32(path: str) -> str:
-    value = 1
+def _adler32(path: str, block_size: int) -> str:
+    """As Rucio computes it; the parent sends ``VRE_BLOCK_SIZE`` (this process never
+    sees the VRE's environment)."""
+    summer = Checksummer(md5=False)
     with open(path, "rb") as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            value = zlib.adler32(block, value)
-    return f"{value & 0xFFFFFFFF:08x}"
+        while block := handle.read(block_size):
+            summer.update(block)
+    return summer.adler32
 
 
 def upload(request: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +96,7 @@ def upload(request: dict[str, Any]) -> dict[str, Any]:
                 f" (vre_account {existing.get('vre_account')!r}, vre_run"
                 f" {existing.get('vre_run')!r}): it is left as it is"
             )
-        if existing.get("adler32") != _adler32(request["path"]):
+        if existing.get("adler32") != _adler32(request["path"], request["block_size"]):
             raise RuntimeError(
                 f"{scope}:{name} exists with other content (adler32 {existing.get('adler32')});"
                 " files in the catalogue never change: start a new run to publish new results"

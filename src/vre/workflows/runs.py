@@ -19,12 +19,15 @@ from vre import policy
 from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
+from vre.leases import Lease, claimable
 from vre.workflows import retention, workspace
 from vre.workflows import spec as specs
+from vre.workflows.engines import ENGINES
 from vre.workflows.models import (
     ACTIVE,
     CREATED,
     DELETED,
+    FAILED,
     PENDING,
     QUEUED,
     RUNNING,
@@ -34,7 +37,6 @@ from vre.workflows.models import (
 )
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,127}\Z")
-ENGINES = ("serial",)
 
 
 def load_spec(run: Run) -> specs.Spec:
@@ -217,3 +219,50 @@ def running_count(session: Session, account_id: int) -> int:
         )
         or 0
     )
+
+
+def lease(worker: str, seconds: float) -> Lease:
+    """A worker's lease on the runs it executes; a run that ended is no longer held."""
+    return Lease(Run, worker, seconds, held=Run.status.in_((PENDING, RUNNING)))
+
+
+def reap_orphans(session: Session) -> int:
+    """Runs whose worker stopped renewing its lease failed; the user can restart them."""
+    now = utcnow()
+    result = session.execute(
+        update(Run)
+        .where(Run.status.in_((PENDING, RUNNING)), Run.lease_until < now)
+        .values(
+            status=FAILED,
+            finished_at=now,
+            error="the worker running this run stopped; 'vre restart' runs it again",
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def claim(session: Session, held: Lease, per_account: int, limit: int) -> list[int]:
+    """Queued runs this worker takes, oldest first, at most ``per_account`` active each.
+
+    The run queue belongs to runs, not to an engine: any engine executes what is taken.
+    Orphans are failed first (a write: on SQLite the claim then holds the write lock)."""
+    reap_orphans(session)
+    queued = select(Run.id, Run.account_id).where(Run.status == QUEUED)
+    queued = queued.order_by(Run.queued_at, Run.id).limit(limit * 4)
+    active = dict(
+        session.execute(
+            select(Run.account_id, func.count())
+            .where(Run.status.in_((PENDING, RUNNING)))
+            .group_by(Run.account_id)
+        ).all()
+    )
+    chosen: list[int] = []
+    for run_id, account_id in session.execute(claimable(session, queued)):
+        if len(chosen) == limit or active.get(account_id, 0) >= per_account:
+            continue
+        active[account_id] = active.get(account_id, 0) + 1
+        chosen.append(run_id)
+    if not chosen:
+        return []
+    pick = select(Run.id).where(Run.id.in_(chosen), Run.status == QUEUED)
+    return held.take(session, pick, status=PENDING)

@@ -18,19 +18,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from vre.config import get_settings
 from vre.db import transaction
-from vre.errors import Conflict, Invalid, StorageError
+from vre.errors import Conflict, Invalid
 from vre.identity.models import Account
 from vre.lake import replicas, rses, scopes, storage, upload
-from vre.lake.checksums import Checksummer
 from vre.lake.models import RSE
 from vre.workflows import instances, workspace
 from vre.workflows.spec import RucioInput, RucioOutput
@@ -84,12 +86,7 @@ def stage_in(
             readable = _readable_scopes(session, actor, files)
         for item in files:
             rel = f"inputs/{item.scope}/{item.name}"
-            workspace.resolve(ws, str(Path(rel).parent)).mkdir(parents=True, exist_ok=True)
-            target = workspace.place(ws, rel)
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            elif target.is_dir():
-                shutil.rmtree(target)
+            target = workspace.prepare_target(ws, rel)
             fetched = _fetch(item, target, rel, options)
             fetched.whole_scope = item.scope in readable
             staged.append(fetched)
@@ -111,13 +108,7 @@ def _from_external(instance: instances.Instance, entry: RucioInput, ws: Path) ->
             if arrived.is_symlink() or not arrived.is_file():
                 raise Invalid(f"{instance.name}: {item['did']} did not arrive")
             rel = f"inputs/{item['path']}"
-            workspace.resolve(ws, str(Path(rel).parent)).mkdir(parents=True, exist_ok=True)
-            target = workspace.place(ws, rel)
-            if target.is_symlink() or target.is_file():
-                target.unlink()
-            elif target.is_dir():
-                shutil.rmtree(target)
-            shutil.move(arrived, target)
+            shutil.move(arrived, workspace.prepare_target(ws, rel))
             staged.append(Staged(item["did"], rel, item["adler32"], False, instance=instance.name))
     finally:
         shutil.rmtree(holding, ignore_errors=True)
@@ -187,23 +178,15 @@ def _fetch(
     if local:
         target.symlink_to(local)
         return Staged(did, rel, item.adler32, linked=True, target=local)
-    errors = []
-    for replica in available:
-        summer = Checksummer(md5=False)
-        try:
-            with open(target, "wb") as handle:
-                for chunk in storage.read(replica.url, options=options.get(replica.rse)):
-                    summer.update(chunk)
-                    handle.write(chunk)
-        except StorageError as exc:
-            errors.append(exc.message)
-            continue
-        if item.adler32 and summer.adler32 != item.adler32:
-            errors.append(f"checksum mismatch from {replica.rse}")
-            continue
-        return Staged(did, rel, item.adler32, linked=False)
-    target.unlink(missing_ok=True)
-    raise Invalid(f"could not stage in {did}: {'; '.join(errors)}")
+    copied = storage.copy_verified(
+        [storage.Source(r.rse, r.url, options.get(r.rse)) for r in available],
+        "file://" + str(target),
+        tag=secrets.token_hex(8),  # unguessable: a step may plant links in inputs/
+        expected_adler32=item.adler32 or None,
+    )
+    if copied.source is None:
+        raise Invalid(f"could not stage in {did}: {'; '.join(copied.errors)}")
+    return Staged(did, rel, item.adler32, linked=False)
 
 
 def stage_out(
@@ -237,9 +220,10 @@ def stage_out(
         dataset = (out.scope, out.dataset) if out.dataset else None
         meta = dict(provenance)
 
-        def chunks(path: Path = source) -> Any:
+        def chunks(path: Path = source) -> Iterator[bytes]:
+            size = get_settings().block_size
             with open(path, "rb") as handle:
-                while block := handle.read(4 * 1024 * 1024):
+                while block := handle.read(size):
                     yield block
 
         name = f"{run_label}/{out.path}"
@@ -309,6 +293,6 @@ def provenance(run_label: str, digest: str, inputs: list[Staged]) -> dict[str, A
             entry["instance"] = s.instance
         entries.append(entry)
     listed = json.dumps(entries)
-    if len(listed) > 4000:  # metadata values are bounded; keep the digest of the full list
+    if len(listed) > get_settings().max_meta_value_length:  # keep the full list's digest
         listed = "sha256:" + hashlib.sha256(listed.encode()).hexdigest()
     return {"vre_run": run_label, "vre_spec_digest": digest, "vre_inputs": listed}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,11 +41,31 @@ def place(workspace: Path, path: str) -> Path:
     return parent / relative.name
 
 
+def prepare_target(workspace: Path, path: str) -> Path:
+    """A fresh place for a new file at ``path``: its directories made inside the
+    workspace, whatever was there under that name (a file, a link, a directory) gone.
+
+    What is there is removed, never written through: a step may have left a link
+    pointing out of the workspace under a name a new file is about to take.
+    """
+    resolve(workspace, str(PurePosixPath(path).parent)).mkdir(parents=True, exist_ok=True)
+    target = place(workspace, path)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.is_dir():
+        shutil.rmtree(target)
+    return target
+
+
 def write(workspace: Path, path: str, chunks: Iterator[bytes] | bytes) -> int:
-    target = resolve(workspace, path)
-    if target == workspace.resolve():
+    """Write a file a user uploads; an existing directory of that name is refused,
+    not replaced (a user's upload must not wipe a directory)."""
+    existing = resolve(workspace, path)
+    if existing == workspace.resolve():
         raise Invalid("a file needs a name inside the workspace")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if existing.is_dir():
+        raise Invalid(f"{path!r} is a directory in the workspace")
+    target = prepare_target(workspace, path)
     size = 0
     with open(target, "wb") as handle:
         for chunk in [chunks] if isinstance(chunks, bytes) else chunks:

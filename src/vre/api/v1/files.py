@@ -1,6 +1,6 @@
 """File bytes through the API: streamed uploads and downloads.
 
-Uploads are read from the socket on the event loop in blocks of a few MiB and
+Uploads are read from the socket on the event loop in blocks of ``VRE_BLOCK_SIZE`` and
 written by a worker thread, so a slow storage element never blocks other requests.
 """
 
@@ -21,7 +21,6 @@ from vre.lake import catalogue, replicas, storage, upload
 from vre.lake.names import parse_did
 
 router = APIRouter(tags=["files"])
-BLOCK = 4 * 1024 * 1024
 
 
 class _Body:
@@ -34,6 +33,7 @@ class _Body:
 
     def __init__(self, request: Request, depth: int = 4) -> None:
         self.request = request
+        self.block_size: int = request.app.state.settings.block_size
         self.expected = int(request.headers.get("content-length") or -1)
         self.send, self.receive = anyio.create_memory_object_stream[bytes](max_buffer_size=depth)
         self.error: BaseException | None = None
@@ -47,7 +47,7 @@ class _Body:
                 async for chunk in self.request.stream():
                     parts.append(chunk)
                     size += len(chunk)
-                    if size >= BLOCK:
+                    if size >= self.block_size:
                         await self.send.send(b"".join(parts))
                         received += size
                         parts, size = [], 0
@@ -136,6 +136,7 @@ def get_file(
         chosen, replica = replicas.pick_available(session, did, rse)
         url = storage.join(chosen.prefix, replica.path)
         options = dict(chosen.options or {})
+    block_size = request.app.state.settings.block_size
     headers = {
         "Content-Length": str(did.bytes),
         "X-VRE-Adler32": did.adler32 or "",
@@ -143,5 +144,7 @@ def get_file(
         "X-VRE-RSE": chosen.name,
     }
     return StreamingResponse(
-        storage.read(url, options=options), media_type="application/octet-stream", headers=headers
+        storage.read(url, block_size, options=options),
+        media_type="application/octet-stream",
+        headers=headers,
     )

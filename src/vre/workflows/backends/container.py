@@ -26,9 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vre.config import Settings
 from vre.errors import Invalid
-
-PULL_TIMEOUT = 900.0
 
 
 class ImageUnavailable(Invalid):
@@ -37,26 +36,35 @@ class ImageUnavailable(Invalid):
 
 @dataclass
 class Podman:
-    """How this VRE calls podman; options come from the operator's settings."""
+    """How this VRE calls podman; options and timeouts come from the operator's settings."""
 
-    executable: str = "podman"
-    global_options: list[str] = field(default_factory=list)
-    run_options: list[str] = field(default_factory=list)
+    executable: str
+    global_options: list[str]
+    run_options: list[str]
+    pull_timeout: float  # VRE_IMAGE_PULL_TIMEOUT
+    timeout: float  # VRE_PODMAN_TIMEOUT: every other podman command
     _images: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, runtime: str, global_options: str, run_options: str) -> Podman:
+    def from_settings(cls, settings: Settings) -> Podman:
+        runtime = settings.container_runtime.strip()
         executable = shutil.which(runtime) or runtime
         if not Path(executable).is_file():
             raise Invalid(f"container runtime {runtime!r} is not installed on this host")
-        return cls(executable, shlex.split(global_options), shlex.split(run_options))
+        return cls(
+            executable,
+            shlex.split(settings.podman_options),
+            shlex.split(settings.container_options),
+            settings.image_pull_timeout,
+            settings.podman_timeout,
+        )
 
-    def _podman(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def _podman(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [self.executable, *self.global_options, *args],
             capture_output=True,
             text=True,
-            timeout=timeout,
+            timeout=timeout or self.timeout,
             check=False,
         )
 
@@ -67,10 +75,10 @@ class Podman:
         found = self._podman("image", "inspect", "--format", "{{.Id}}", image)
         if found.returncode != 0:
             try:
-                pulled = self._podman("pull", "--quiet", image, timeout=PULL_TIMEOUT)
+                pulled = self._podman("pull", "--quiet", image, timeout=self.pull_timeout)
             except subprocess.TimeoutExpired:
                 raise ImageUnavailable(
-                    f"environment image {image!r}: pulling it took over {PULL_TIMEOUT:.0f} s"
+                    f"environment image {image!r}: pulling it took over {self.pull_timeout:.0f} s"
                 ) from None
             if pulled.returncode != 0:
                 why = (pulled.stderr.strip().splitlines() or ["no reason given"])[-1]
@@ -139,7 +147,7 @@ class Podman:
     def remove(self, name: str) -> None:
         """Make sure a stopped or timed-out command's container is gone."""
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            self._podman("rm", "--force", "--ignore", "--time", "0", name, timeout=30)
+            self._podman("rm", "--force", "--ignore", "--time", "0", name)
 
 
 DEPLOYMENT, WORKER = "vre.deployment", "vre.worker"  # labels on every step container

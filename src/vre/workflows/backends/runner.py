@@ -202,7 +202,7 @@ def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:
             f"container runtime {runtime!r} is not supported: set VRE_CONTAINER_RUNTIME"
             " to 'podman' or leave it empty to run steps on the host"
         )
-    podman = Podman.from_settings(runtime, settings.podman_options, settings.container_options)
+    podman = Podman.from_settings(settings)
     labels = {DEPLOYMENT: deployment(settings), WORKER: environment.worker}
     return ContainerRunner(environment, podman, labels)
 
@@ -218,9 +218,7 @@ def remove_orphans(settings: Settings, executing: Callable[[set[int]], dict[int,
     its container running). ``executing`` maps run ids to the worker executing them."""
     if settings.container_runtime.strip() in ("", "none", HOST):
         return 0
-    podman = Podman.from_settings(
-        settings.container_runtime, settings.podman_options, settings.container_options
-    )
+    podman = Podman.from_settings(settings)
     found = podman.run_containers(deployment(settings))
     alive = executing({run_id for run_id, _ in found.values()}) if found else {}
     gone = [name for name, (run_id, worker) in found.items() if alive.get(run_id) != worker]

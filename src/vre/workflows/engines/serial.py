@@ -8,16 +8,15 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from vre import leases
 from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import VREError
@@ -29,7 +28,6 @@ from vre.workflows.models import (
     FAILED,
     FINISHED,
     PENDING,
-    QUEUED,
     RUNNING,
     STOPPED,
     Run,
@@ -40,54 +38,33 @@ from vre.workflows.models import (
 log = logging.getLogger(__name__)
 
 
-LEASE = 300.0  # seconds; renewed with every update while a run executes
-
-
-def reap_orphans(session: Session) -> int:
-    """Runs whose worker stopped renewing its lease failed; the user can restart them."""
-    now = utcnow()
-    result = session.execute(
-        update(Run)
-        .where(Run.status.in_((PENDING, RUNNING)), Run.lease_until < now)
-        .values(
-            status=FAILED,
-            finished_at=now,
-            error="the worker running this run stopped; 'vre restart' runs it again",
-        )
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def claim(session: Session, worker: str, per_account: int, limit: int) -> list[int]:
-    """Queued runs this worker takes, oldest first, at most ``per_account`` active each."""
-    reap_orphans(session)
-    query = select(Run).where(Run.status == QUEUED).order_by(Run.queued_at, Run.id).limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    taken = []
-    for run in session.scalars(query):
-        if runs.running_count(session, run.account_id) >= per_account:
-            continue
-        run.status, run.worker = PENDING, worker
-        run.lease_until = utcnow() + timedelta(seconds=LEASE)
-        session.flush()
-        taken.append(run.id)
-    return taken
-
-
 class _Execution:
+    """One claimed run as its worker executes it, under the lease the worker holds.
+
+    The lease is renewed by one background heartbeat (``vre.leases``) from claim to
+    the end, staging included. A worker that finds the lease lost (it was too slow,
+    the run was failed as orphaned and maybe restarted elsewhere) stops the command
+    and writes nothing more: the run is no longer its own."""
+
     def __init__(self, sessions: sessionmaker[Session], run_id: int, settings: Settings) -> None:
         self.sessions, self.run_id, self.settings = sessions, run_id, settings
         self._checked = 0.0
-        self._renewed = time.monotonic()
         self._stop = False
+        self.heart: leases.Heartbeat | None = None
+
+    @property
+    def lost(self) -> bool:
+        return self.heart is not None and self.run_id in self.heart.lost
 
     def update_run(self, **values: Any) -> None:
-        values.setdefault("lease_until", utcnow() + timedelta(seconds=LEASE))
+        if self.lost:
+            return
         with transaction(self.sessions) as session:
             session.execute(update(Run).where(Run.id == self.run_id).values(**values))
 
     def update_step(self, index: int, **values: Any) -> None:
+        if self.lost:
+            return
         with transaction(self.sessions) as session:
             session.execute(
                 update(RunStep)
@@ -95,21 +72,10 @@ class _Execution:
                 .values(**values)
             )
 
-    def heartbeat(self, stop: threading.Event) -> None:
-        """Renew the run's lease for as long as it executes, staging included."""
-        while not stop.wait(LEASE / 10):
-            try:
-                with transaction(self.sessions) as session:
-                    session.execute(
-                        update(Run)
-                        .where(Run.id == self.run_id)
-                        .values(lease_until=utcnow() + timedelta(seconds=LEASE))
-                    )
-            except Exception:
-                log.exception("could not renew the lease of run %s", self.run_id)
-
     def should_stop(self) -> bool:
-        """Asked every ~0.2 s while a command runs: also renews the run's lease."""
+        """Asked every ~0.2 s while a command runs; reads the database at most every 0.5 s."""
+        if self.lost:
+            return True
         now = time.monotonic()
         if not self._stop and now - self._checked > 0.5:
             self._checked = now
@@ -117,13 +83,6 @@ class _Execution:
                 self._stop = bool(
                     session.scalar(select(Run.stop_requested).where(Run.id == self.run_id))
                 )
-                if now - self._renewed > LEASE / 4:
-                    self._renewed = now
-                    session.execute(
-                        update(Run)
-                        .where(Run.id == self.run_id)
-                        .values(lease_until=utcnow() + timedelta(seconds=LEASE))
-                    )
         return self._stop
 
 
@@ -183,15 +142,13 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
     hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
     private = Path(tempfile.mkdtemp(prefix=f"{leftovers.secrets_prefix(settings)}{run_id}-"))
-    beat = threading.Event()
-    heart = threading.Thread(target=job.heartbeat, args=(beat,), daemon=True)
-    heart.start()
+    held = runs.lease(plan.worker, settings.run_lease)
     try:
-        environment = _environment(plan.ws, plan.label, secrets, private)
-        environment.worker = plan.worker
-        return _steps(job, plan, environment, hidden)
+        with leases.held(sessions, held, [run_id]) as job.heart:
+            environment = _environment(plan.ws, plan.label, secrets, private)
+            environment.worker = plan.worker
+            return _steps(job, plan, environment, hidden)
     finally:
-        beat.set()
         shutil.rmtree(private, ignore_errors=True)
 
 
@@ -291,9 +248,9 @@ def execute_safely(sessions: sessionmaker[Session], run_id: int, settings: Setti
     except Exception as exc:
         log.exception("run %s failed inside the VRE", run_id)
         with transaction(sessions) as session:
-            session.execute(
+            session.execute(  # unless the run ended or went to another worker meanwhile
                 update(Run)
-                .where(Run.id == run_id)
+                .where(Run.id == run_id, Run.status.in_((PENDING, RUNNING)))
                 .values(status=FAILED, finished_at=utcnow(), error=f"internal error: {exc}")
             )
         return FAILED
