@@ -54,7 +54,8 @@ class Lease:
 
     def _mine(self, ids: Collection[int]) -> list[ColumnElement[bool]]:
         m = self.model
-        return [m.id.in_(list(ids)), m.worker == self.worker, self.held or true()]
+        held = self.held if self.held is not None else true()
+        return [m.id.in_(list(ids)), m.worker == self.worker, held]
 
     def take(self, session: Session, pick: Select[Any], **values: Any) -> list[int]:
         """Claim the rows ``pick`` (a select of ids) finds: one UPDATE, so on SQLite the

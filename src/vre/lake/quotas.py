@@ -10,10 +10,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from vre import policy
+from vre.db import is_postgres
 from vre.errors import Invalid, QuotaExceeded
 from vre.identity import accounts
 from vre.identity.models import Account
@@ -87,42 +90,58 @@ def free(session: Session, account_id: int, rse_ids: Iterable[int]) -> dict[int,
 
 
 def require(session: Session, account_id: int, needed: dict[int, int]) -> None:
-    """Refuse, naming the RSE, limit and usage, if new locks would not fit."""
+    """Refuse, naming the RSE, limit and usage, if new locks would not fit.
+
+    Usage is read fresh from the database, never from the session's identity map: the
+    caller holds the RSE rows (``rules``), so this reads what the last writer committed."""
     if not needed:
         return
+    ids = list(needed)
     limits = dict(
         session.execute(
             select(Quota.rse_id, Quota.bytes).where(
-                Quota.account_id == account_id, Quota.rse_id.in_(list(needed))
+                Quota.account_id == account_id, Quota.rse_id.in_(ids)
+            )
+        ).all()
+    )
+    used = dict(
+        session.execute(
+            select(Usage.rse_id, Usage.bytes).where(
+                Usage.account_id == account_id, Usage.rse_id.in_(ids)
             )
         ).all()
     )
     for rse_id, want in needed.items():
-        if rse_id not in limits:
-            continue
-        usage = session.get(Usage, (account_id, rse_id))
-        used = usage.bytes if usage else 0
-        if used + want > limits[rse_id]:
-            name = session.get(RSE, rse_id).name  # type: ignore[union-attr]
+        if rse_id in limits and used.get(rse_id, 0) + want > limits[rse_id]:
+            name = session.scalar(select(RSE.name).where(RSE.id == rse_id))
             raise QuotaExceeded(
-                f"quota exceeded on {name}: limit {limits[rse_id]} bytes, {used} used,"
-                f" {want} more needed"
+                f"quota exceeded on {name}: limit {limits[rse_id]} bytes,"
+                f" {used.get(rse_id, 0)} used, {want} more needed"
             )
 
 
 def add_usage(session: Session, account_id: int, deltas: dict[int, tuple[int, int]]) -> None:
-    """Move usage by (bytes, files) per RSE; one statement per RSE touched."""
-    for rse_id, (size, files) in deltas.items():
-        if not size and not files:
-            continue
-        if session.get(Usage, (account_id, rse_id)) is None:
-            session.add(Usage(account_id=account_id, rse_id=rse_id, bytes=0, files=0))
-            session.flush()
-        session.execute(
-            update(Usage)
-            .where(Usage.account_id == account_id, Usage.rse_id == rse_id)
-            .values(bytes=Usage.bytes + size, files=Usage.files + files)
-        )
+    """Move usage by (bytes, files) per RSE: one upsert for every RSE touched, so two
+    transactions creating the first usage row of an account never collide."""
+    rows = [
+        {"account_id": account_id, "rse_id": rse_id, "bytes": size, "files": files}
+        for rse_id, (size, files) in sorted(deltas.items())
+        if size or files
+    ]
+    if not rows:
+        return
+    insert = pg_insert if is_postgres(session) else sqlite_insert
+    statement = insert(Usage).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[Usage.account_id, Usage.rse_id],
+            set_={
+                "bytes": Usage.bytes + statement.excluded.bytes,
+                "files": Usage.files + statement.excluded.files,
+            },
+        ),
+        execution_options={"synchronize_session": False},
+    )
 
 
 def tally(rows: Iterable[tuple[int, int]]) -> dict[int, tuple[int, int]]:

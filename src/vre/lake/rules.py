@@ -108,13 +108,23 @@ def evaluate(session: Session, rule: Rule, *, refuse_over_quota: bool = False) -
     recount(session, [rule.id])
 
 
+def _hold_rses(session: Session, rse_ids: list[int]) -> None:
+    """Serialise lock placement per RSE (PostgreSQL row locks, in id order).
+
+    Two rules placed at the same instant would otherwise both see no copy and queue the
+    same one twice, or both pass one quota check; the second now waits for the first to
+    commit and then reads what it did. SQLite serialises writers already: the new rule's
+    INSERT took the write lock before any of this was read."""
+    session.execute(select(RSE.id).where(RSE.id.in_(rse_ids)).order_by(RSE.id).with_for_update())
+
+
 def _lock(session: Session, rule: Rule, file_ids: list[int], sizes: dict[int, int]) -> None:
     candidates = _rse_ids(session, rule.rse_expression)
     if len(candidates) < rule.copies:
         raise Invalid(f"rule {rule.id}: {rule.rse_expression!r} selects too few RSEs")
+    _hold_rses(session, candidates)
     present: dict[tuple[int, int], str] = {}
-    for start in range(0, len(file_ids), catalogue.CHUNK):
-        chunk = file_ids[start : start + catalogue.CHUNK]
+    for chunk in bulk.chunks(file_ids):
         for did_id, rse_id, state in session.execute(
             select(Replica.did_id, Replica.rse_id, Replica.state).where(
                 Replica.did_id.in_(chunk), Replica.rse_id.in_(candidates)
@@ -165,8 +175,7 @@ def _hold(session: Session, pairs: Sequence[tuple[int, int]], step: int) -> None
     """Move replica lock counts; a replica no lock holds gets its tombstone (reaper)."""
     now = utcnow()
     for rse_id, did_ids in _by_rse(pairs).items():
-        for start in range(0, len(did_ids), catalogue.CHUNK):
-            chunk = did_ids[start : start + catalogue.CHUNK]
+        for chunk in bulk.chunks(did_ids):
             where = (Replica.rse_id == rse_id, Replica.did_id.in_(chunk))
             values: dict[str, Any] = {"lock_count": Replica.lock_count + step}
             if step > 0:
@@ -209,16 +218,13 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
     now = utcnow()
     wanted = sorted({d for d, _ in pairs})
     names: dict[int, tuple[str, str]] = {}
-    for start in range(0, len(wanted), catalogue.CHUNK):
-        query = select(DID.id, DID.scope, DID.name).where(
-            DID.id.in_(wanted[start : start + catalogue.CHUNK])
-        )
+    for chunk in bulk.chunks(wanted):
+        query = select(DID.id, DID.scope, DID.name).where(DID.id.in_(chunk))
         names.update({i: (sc, n) for i, sc, n in session.execute(query)})
     existing: set[tuple[int, int]] = set()
     active: set[tuple[int, int]] = set()
     for rse_id, did_ids in _by_rse(pairs).items():
-        for start in range(0, len(did_ids), catalogue.CHUNK):
-            chunk = did_ids[start : start + catalogue.CHUNK]
+        for chunk in bulk.chunks(did_ids):
             existing |= {
                 (d, rse_id)
                 for d in session.scalars(
