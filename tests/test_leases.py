@@ -106,7 +106,7 @@ def test_a_run_whose_lease_is_lost_stops_and_writes_nothing_more(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with transaction(sessions) as session:
-            if session.scalar(select(Run.status)) == RUNNING:
+            if session.scalar(select(Run.current_command)) == "sleep 30":
                 break
         time.sleep(0.05)
     with transaction(sessions) as session:  # another worker has it now

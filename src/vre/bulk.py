@@ -7,9 +7,9 @@ SQLite's multi-row INSERT is already close to its floor.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, insert, text
+from sqlalchemy import FromClause, Table, insert, text
 from sqlalchemy.orm import Session
 
 from vre.db import is_postgres
@@ -23,8 +23,9 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert rows that all have the same keys."""
+def insert_rows(session: Session, into: FromClause, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows that all have the same keys (``into``: a model's ``__table__``)."""
+    table = cast(Table, into)
     if not rows:
         return
     if not is_postgres(session):
@@ -34,15 +35,16 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     raw = session.connection().connection.driver_connection
     assert raw is not None
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-    with raw.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[attr-defined]
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([row[c] for c in columns])
 
 
 def insert_with_ids(
-    session: Session, table: Table, rows: Sequence[dict[str, Any]], key: Sequence[str]
+    session: Session, into: FromClause, rows: Sequence[dict[str, Any]], key: Sequence[str]
 ) -> dict[tuple[Any, ...], int]:
     """Insert rows and map each row's ``key`` columns to its new ``id``."""
+    table = cast(Table, into)
     if not rows:
         return {}
     if not is_postgres(session):

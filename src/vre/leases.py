@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Select, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vre.db import is_postgres, transaction, utcnow
 
 log = logging.getLogger(__name__)
-S = TypeVar("S", bound=Select[Any])
+S = TypeVar("S")
 
 
 def claimable(session: Session, query: S, *, of: Any = None) -> S:
@@ -34,7 +34,7 @@ def claimable(session: Session, query: S, *, of: Any = None) -> S:
     ``of`` names the table whose rows are taken when the query joins others (their rows
     are only read, never locked)."""
     if is_postgres(session):
-        return query.with_for_update(skip_locked=True, of=of)  # type: ignore[return-value]
+        return cast(S, cast(Select[Any], query).with_for_update(skip_locked=True, of=of))
     return query
 
 
@@ -83,6 +83,17 @@ class Lease:
             execution_options={"synchronize_session": False},
         )
         return set(ids) - set(kept)
+
+    def release(self, session: Session, ids: Collection[int]) -> None:
+        """Give the rows back (their work ended): they keep the worker's name, for the record."""
+        if ids:
+            m = self.model
+            session.execute(
+                update(m)
+                .where(m.id.in_(list(ids)), m.worker == self.worker)
+                .values(lease_until=None),
+                execution_options={"synchronize_session": False},
+            )
 
     def holds(self, session: Session, ids: Collection[int]) -> set[int]:
         """Which of ``ids`` this worker still holds (read before reporting on them)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from sqlalchemy import Select
 
 from vre.errors import Forbidden, NotFound
 
@@ -130,7 +132,7 @@ def visible_to(query: Q, actor: Account, owner_column: Any, action: str) -> Q:
     ``allows`` without an owner answers for "every row": true for an admin only."""
     if allows(actor, action):
         return query
-    return query.where(owner_column == actor.id)  # type: ignore[attr-defined,no-any-return]
+    return cast(Q, cast(Select[Any], query).where(owner_column == actor.id))
 
 
 def scopes_visible_to(query: Q, actor: Account, scope_table: Any) -> Q:
@@ -138,7 +140,7 @@ def scopes_visible_to(query: Q, actor: Account, scope_table: Any) -> Q:
     if is_admin(actor):
         return query
     readable = scope_table.is_public.is_(True) | (scope_table.owner_id == actor.id)
-    return query.where(readable)  # type: ignore[attr-defined,no-any-return]
+    return cast(Q, cast(Select[Any], query).where(readable))
 
 
 def table() -> str:

@@ -102,7 +102,7 @@ class Worker:
         return leftovers.sweep(self.settings, self._executing(sessions))
 
     # --- loops ---------------------------------------------------------------------------
-    def _guarded(self, what: str, func, *args) -> int:  # type: ignore[no-untyped-def]
+    def _guarded(self, what: str, func: Callable[..., Any], *args: Any) -> int:
         try:
             return int(func(*args) or 0)
         except Exception:  # a bad round must not kill the daemon

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 from vre.api.deps import Caller, unit
 from vre.lake import metrics
@@ -13,13 +21,13 @@ from vre.lake import metrics
 router = APIRouter(tags=["metrics"])
 
 
-class _Snapshot:
+class _Snapshot(Collector):
     """A one-shot collector over a database snapshot."""
 
     def __init__(self, snap: metrics.Snapshot) -> None:
         self.snap = snap
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         snap = self.snap
         queue = GaugeMetricFamily("vre_transfers", "Transfer requests by state", labels=["state"])
         for state, count in snap.transfers_by_state.items():
@@ -54,5 +62,5 @@ def prometheus(caller: Caller, request: Request) -> Response:
     with unit(request) as session:
         snap = metrics.snapshot(session, caller)
     registry = CollectorRegistry()
-    registry.register(_Snapshot(snap))  # type: ignore[arg-type]
+    registry.register(_Snapshot(snap))
     return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -66,7 +67,7 @@ def download(
         listing = api.replicas(dids, available_only=True)
         total = sum(f["bytes"] or 0 for f in listing)
         with transfer_bars(total, "download") as start:
-            progress = {"advance": None}
+            progress: dict[str, Callable[[int], None] | None] = {"advance": None}
 
             def on_file(item: dict) -> None:
                 progress["advance"] = start(item["name"], item["bytes"] or 0)

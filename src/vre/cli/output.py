@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -71,7 +72,7 @@ def transfer_bars(total: int, label: str) -> Iterator[Callable[[str, int], Calla
         disable=not errors.is_terminal,
     ) as progress:
         overall = progress.add_task(f"[bold]{label}", total=total)
-        current: list[int] = []
+        current: list[TaskID] = []
 
         def start(name: str, size: int) -> Callable[[int], None]:
             if current:

@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Table, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre import bulk, policy
@@ -162,7 +162,7 @@ def claim(session: Session, held: Lease, limit: int) -> list[Job]:
             options=dict(r.options or {}),
             attempts=t.attempts,
             tag=claim_tag(t.id, held.worker),
-            stale_tags=[claim_tag(t.id, orphaned[t.id])] if orphaned.get(t.id) else [],
+            stale_tags=[claim_tag(t.id, w) for w in [orphaned.get(t.id)] if w],
         )
         for t, d, r, path in rows
     ]
@@ -226,7 +226,7 @@ def _finish(session: Session, held: Lease, outcomes: Sequence[Outcome], retry: R
     destination RSE, not per file. Failures take the slower path, one by one.
     """
     now = utcnow()
-    table = Transfer.__table__
+    table = cast(Table, Transfer.__table__)
     # A transfer whose lease ran out belongs to another worker now: not ours to report.
     mine = held.holds(session, [o.job.id for o in outcomes])
     done = [o for o in outcomes if o.done and o.job.id in mine]

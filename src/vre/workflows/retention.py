@@ -55,7 +55,8 @@ def activate(session: Session) -> int:
         .where(Run.finished_at.is_not(None))
     ).all()
     for rule, finished in found:
-        rule.status, rule.apply_on = ACTIVE, finished + timedelta(days=rule.days)
+        if finished is not None:  # (the query asked for it; the type does not know)
+            rule.status, rule.apply_on = ACTIVE, finished + timedelta(days=rule.days)
     return len(found)
 
 

@@ -144,7 +144,7 @@ def start(
     run = find(session, actor, label)
     spec = load_spec(run)
     if instances is not None:
-        named = {e.instance for e in [*spec.rucio_inputs, *spec.rucio_outputs]}
+        named = {e.instance for e in spec.rucio_inputs} | {e.instance for e in spec.rucio_outputs}
         unknown = sorted(named - set(instances))
         if unknown:
             raise Invalid(

@@ -228,14 +228,17 @@ def validate(document: Any, *, base_dir: str | Path | None = None) -> tuple[list
             elif wtype == "yadage":
                 check.error("workflow.type", "'yadage' is not supported by vre")
         _check_resources(check, workflow.get("resources"))
-    inputs, parameters = document.get("inputs"), {}
+    inputs, parameters = document.get("inputs"), dict[str, Any]()
     if "inputs" not in document:
         check.warn("inputs", "missing: the workflow has no inputs")
     elif isinstance(inputs, dict):
-        parameters = inputs.get("parameters") if isinstance(inputs.get("parameters"), dict) else {}
+        given = inputs.get("parameters")
+        parameters = given if isinstance(given, dict) else {}
         _check_entries(check, inputs, "inputs")
         _check_options(check, inputs.get("options"), wtype)
-    if wtype == "serial":
+    if not isinstance(workflow, dict):
+        pass  # reported above: 'workflow' is required and a mapping
+    elif wtype == "serial":
         _check_serial(check, workflow, parameters)
     elif wtype in ("cwl", "snakemake"):
         _check_file_workflow(check, workflow, parameters, Path(base_dir) if base_dir else None)

@@ -147,7 +147,10 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
         with leases.held(sessions, held, [run_id]) as job.heart:
             environment = _environment(plan.ws, plan.label, secrets, private)
             environment.worker = plan.worker
-            return _steps(job, plan, environment, hidden)
+            status = _steps(job, plan, environment, hidden)
+        with transaction(sessions) as session:
+            held.release(session, [run_id])
+        return status
     finally:
         shutil.rmtree(private, ignore_errors=True)
 
