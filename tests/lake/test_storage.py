@@ -201,3 +201,43 @@ def test_check_options() -> None:
     ):
         with pytest.raises(Invalid):
             storage.check_options(prefix, bad)
+
+
+def test_copy_verified_takes_the_first_source_that_matches(prefix: Prefix, tmp_path: Path) -> None:
+    base, options = prefix
+    data = b"the catalogue's bytes" * 1000
+    good, corrupt = tmp_path / "good.bin", tmp_path / "corrupt.bin"
+    good.write_bytes(data)
+    corrupt.write_bytes(b"X" + data[1:])
+    sources = [
+        storage.Source("GONE", (tmp_path / "gone.bin").as_uri()),
+        storage.Source("CORRUPT", corrupt.as_uri()),
+        storage.Source("GOOD", good.as_uri()),
+    ]
+    url = storage.join(base, "scope/copied.bin")
+    adler32 = f"{zlib.adler32(data) & 0xFFFFFFFF:08x}"
+    copied = storage.copy_verified(
+        sources, url, tag="c1", options=options, expected_bytes=len(data), expected_adler32=adler32
+    )
+    assert copied.source is sources[2] and copied.stored is not None
+    assert copied.stored.adler32 == adler32 and copied.stored.bytes == len(data)
+    assert copied.mismatched == [sources[1]]  # read fine, wrong bytes: a bad replica
+    assert copied.errors[0].startswith("from GONE:") and "missing" in copied.errors[0]
+    assert copied.errors[1].startswith("checksum mismatch on CORRUPT")
+    assert b"".join(storage.read(url, options=options)) == data
+    assert not storage.exists(storage.part_url(url, "c1"), options=options)
+
+
+def test_copy_verified_leaves_nothing_when_no_source_matches(tmp_path: Path) -> None:
+    source = tmp_path / "short.bin"
+    source.write_bytes(b"short")
+    url = storage.join((tmp_path / "store").as_uri(), "scope/never.bin")
+    copied = storage.copy_verified(
+        [storage.Source("A", source.as_uri())], url, tag="c2", expected_bytes=6
+    )
+    assert copied.source is None and len(copied.mismatched) == 1
+    assert copied.errors == ["size mismatch on A: 5 bytes, catalogue says 6"]
+    assert not storage.exists(url) and not storage.exists(storage.part_url(url, "c2"))
+    unchecked = storage.copy_verified([storage.Source("A", source.as_uri())], url, tag="c3")
+    assert unchecked.source is not None  # None skips a check
+    assert b"".join(storage.read(url)) == b"short"

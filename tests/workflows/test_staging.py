@@ -79,9 +79,25 @@ def test_corrupted_remote_replica_is_refused(
     stored.write_bytes(b"garbage" + lake["remote.dat"][7:])
     ws = tmp_path / "ws"
     ws.mkdir()
-    with pytest.raises(Invalid, match="checksum mismatch"):
+    with pytest.raises(Invalid, match=r"could not stage in .*checksum mismatch on XRD"):
         staging.stage_in(sessions, alice, ws, [RucioInput("local", "user.alice", "remote.dat")])
     assert not (ws / "inputs/user.alice/remote.dat").exists()
+    assert not [p.name for p in ws.rglob("*") if p.is_file()]  # no part file left either
+
+
+def test_stage_in_replaces_what_a_step_left_there(sessions, alice, lake, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ws, outside = tmp_path / "ws", tmp_path / "outside.txt"
+    outside.write_bytes(b"not yours")
+    (ws / "inputs/user.alice").mkdir(parents=True)
+    (ws / "inputs/user.alice/remote.dat").symlink_to(outside)  # planted by a step
+    (ws / "inputs/user.alice/f0.dat").mkdir()
+    (ws / "inputs/user.alice/f0.dat/junk").write_bytes(b"x")
+    wanted = [RucioInput("local", "user.alice", n) for n in ("remote.dat", "f0.dat")]
+    staging.stage_in(sessions, alice, ws, wanted)
+    remote = ws / "inputs/user.alice/remote.dat"
+    assert not remote.is_symlink() and remote.read_bytes() == lake["remote.dat"]
+    assert outside.read_bytes() == b"not yours"  # replaced, never written through
+    assert (ws / "inputs/user.alice/f0.dat").is_symlink()
 
 
 def test_unknown_instance_and_other_accounts(sessions, alice, bob, lake, tmp_path) -> None:  # type: ignore[no-untyped-def]

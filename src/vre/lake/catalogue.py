@@ -25,8 +25,6 @@ from vre.lake.models import (
 )
 from vre.lake.names import check_name, check_scope, parse_pattern
 
-CHUNK = bulk.CHUNK  # rules.py still slices with it; new code uses bulk.chunks
-
 
 def get(session: Session, scope: str, name: str) -> DID:
     did = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))

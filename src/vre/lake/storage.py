@@ -195,7 +195,7 @@ def copy_verified(
     into place, so a reader never sees wrong bytes. A source that cannot be read is
     skipped; one that reads but differs is skipped and reported in ``mismatched``. A
     failed rename ends the copy: the destination is at fault, another source would not
-    help. On failure nothing is left under either name. ``None`` skips a check.
+    help. On failure no part file is left and ``url`` is untouched. ``None`` skips a check.
     """
     copied: Copied[S] = Copied()
     for source in sources:

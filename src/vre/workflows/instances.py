@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vre.config import Settings, get_settings
+from vre.config import get_settings
 from vre.errors import Invalid, StorageError
 
 LOCAL = "local"
@@ -46,10 +46,6 @@ FIELDS = {
     "ca_cert",
     "vo",
 }
-# The default of VRE_RUCIO_CALL_TIMEOUT, for leftovers.py, which still imports it to know
-# how old a call's files may get: it should read settings.rucio_call_timeout (then this
-# alias goes; until then a raised timeout is not seen by the sweep).
-TIMEOUT: float = Settings.model_fields["rucio_call_timeout"].default
 
 
 @dataclass(frozen=True)
