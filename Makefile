@@ -57,6 +57,7 @@ postgres:
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/mypy
 
 test: install clients system-deps postgres lint
 	$(VENV)/bin/pytest -q

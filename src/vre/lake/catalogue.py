@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, Row, Select, delete, func, select
 from sqlalchemy.orm import Session
@@ -93,7 +93,7 @@ def find_many(
         for batch in bulk.chunks(names):
             query = select(*LOOKUP).where(DID.scope == scope, DID.name.in_(batch))
             for row in session.execute(query):
-                found[(row.scope, row.name)] = row
+                found[(row.scope, row.name)] = cast(Row[Any], row)
     return found
 
 
@@ -108,11 +108,11 @@ def find_all(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[s
 
 def ancestors(session: Session, did_id: int) -> set[int]:
     """Every collection that contains ``did_id``, at any depth (for cycle checks)."""
-    up = select(Attachment.parent_id.label("id")).where(Attachment.child_id == did_id)
-    up = up.cte("up", recursive=True)
+    first = select(Attachment.parent_id.label("id")).where(Attachment.child_id == did_id)
+    up = first.cte("up", recursive=True)
     step = select(Attachment.parent_id).join(up, Attachment.child_id == up.c.id)
-    up = up.union(step)
-    return set(session.scalars(select(up.c.id)))
+    whole = up.union(step)
+    return set(session.scalars(select(whole.c.id)))
 
 
 def attach(

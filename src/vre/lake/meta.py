@@ -133,7 +133,7 @@ def _matches(cond: Condition) -> ColumnElement[bool]:
         stored_forms = [json.dumps(cond.value), json.dumps(value)]
         if cond.value.lower() in ("true", "false"):
             stored_forms.append(json.dumps(cond.value.lower() == "true"))
-        same = DIDMeta.value.in_(stored_forms)
+        same: ColumnElement[bool] = DIDMeta.value.in_(stored_forms)
         if number is not None:
             same = or_(same, DIDMeta.number == number)
         return and_(DIDMeta.key == cond.key, same)

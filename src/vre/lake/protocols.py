@@ -273,7 +273,7 @@ def forget_directory(fs: AbstractFileSystem, path: str) -> None:
 def move(fs: AbstractFileSystem, source: str, target: str) -> None:
     """Rename ``source`` to ``target``, replacing it (one MOVE on WebDAV, not copy + delete)."""
     if _kind(fs) == "webdav":
-        fs.client.move(source, target, overwrite=True)  # type: ignore[attr-defined]
+        fs.client.move(source, target, overwrite=True)
     else:
         fs.mv(source, target)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from vre import bulk
@@ -43,7 +43,7 @@ def _check_entry(entry: FileEntry) -> None:
     meta.check(entry.meta)
 
 
-def same_content(did: DID, size: int, adler32: str, md5: str | None) -> bool:
+def same_content(did: DID | Row[Any], size: int, adler32: str, md5: str | None) -> bool:
     return (
         did.bytes == size
         and did.adler32 == adler32

@@ -86,7 +86,12 @@ def run_command(
         # A blocking wait on its own thread sees the exit at once; Popen.wait(timeout=)
         # polls with a back-off that sees a 120 ms command end ~40 ms late.
         exited = threading.Event()
-        waiter = threading.Thread(target=lambda: (process.wait(), exited.set()), daemon=True)
+
+        def wait() -> None:
+            process.wait()
+            exited.set()
+
+        waiter = threading.Thread(target=wait, daemon=True)
         waiter.start()
         deadline = time.monotonic() + timeout
         timed_out = stopped = False
