@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -75,6 +75,17 @@ def make_engine(url: str) -> Engine:
 def is_postgres(session: Session) -> bool:
     """The one dialect question services ask: row locks and COPY exist on PostgreSQL only."""
     return session.get_bind().dialect.name == "postgresql"
+
+
+def take_write_lock(session: Session) -> None:
+    """On SQLite, make this transaction a writer before it reads what it decides on.
+
+    pysqlite opens the transaction only at the first INSERT/UPDATE/DELETE, so reads made
+    before it see whatever another writer commits in between; an UPDATE of no row starts
+    the write transaction and takes SQLite's one write lock. PostgreSQL needs row locks
+    instead (the callers take them), so this does nothing there."""
+    if not is_postgres(session):
+        session.execute(text("UPDATE accounts SET id = id WHERE 1 = 0"))
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

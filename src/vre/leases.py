@@ -12,10 +12,11 @@ longer its own has *lost* the lease and must not report on that row any more.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -52,10 +53,16 @@ class Lease:
     def until(self) -> datetime:
         return utcnow() + timedelta(seconds=self.seconds)
 
-    def _mine(self, ids: Collection[int]) -> list[ColumnElement[bool]]:
+    def held_where(self, ids: Collection[int]) -> list[ColumnElement[bool]]:
+        """The condition "still ours": every write about held rows carries it."""
         m = self.model
         held = self.held if self.held is not None else true()
         return [m.id.in_(list(ids)), m.worker == self.worker, held]
+
+    def for_claim(self) -> Lease:
+        """This lease under a name of its own for one claim: a worker that lost a row and
+        then claims it again holds it under a new name, so its old execution is told."""
+        return replace(self, worker=f"{self.worker}/{secrets.token_hex(4)}")
 
     def take(self, session: Session, pick: Select[Any], **values: Any) -> list[int]:
         """Claim the rows ``pick`` (a select of ids) finds: one UPDATE, so on SQLite the
@@ -77,7 +84,7 @@ class Lease:
             return set()
         kept = session.scalars(
             update(self.model)
-            .where(*self._mine(ids))
+            .where(*self.held_where(ids))
             .values(lease_until=self.until())
             .returning(self.model.id),
             execution_options={"synchronize_session": False},
@@ -99,7 +106,7 @@ class Lease:
         """Which of ``ids`` this worker still holds (read before reporting on them)."""
         if not ids:
             return set()
-        return set(session.scalars(select(self.model.id).where(*self._mine(ids))))
+        return set(session.scalars(select(self.model.id).where(*self.held_where(ids))))
 
 
 class Heartbeat:

@@ -18,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from vre import bulk, policy
-from vre.db import utcnow
+from vre.db import take_write_lock, utcnow
 from vre.errors import Invalid, NotFound, VREError
 from vre.identity import accounts
 from vre.identity.models import Account
@@ -113,9 +113,21 @@ def _hold_rses(session: Session, rse_ids: list[int]) -> None:
 
     Two rules placed at the same instant would otherwise both see no copy and queue the
     same one twice, or both pass one quota check; the second now waits for the first to
-    commit and then reads what it did. SQLite serialises writers already: the new rule's
-    INSERT took the write lock before any of this was read."""
-    session.execute(select(RSE.id).where(RSE.id.in_(rse_ids)).order_by(RSE.id).with_for_update())
+    commit and then reads what it did. ``FOR NO KEY UPDATE``: inserting a replica, lock or
+    transfer that refers to the RSE (a foreign-key check, ``FOR KEY SHARE``) never waits
+    for it, nor it for them. A transaction that places locks for several rules takes all
+    their RSEs first (``_hold_rses_of``), so two transactions always lock in one order.
+    SQLite serialises writers: callers make their transaction a writer before reading."""
+    query = select(RSE.id).where(RSE.id.in_(rse_ids)).order_by(RSE.id)
+    session.execute(query.with_for_update(key_share=True))
+
+
+def _hold_rses_of(session: Session, placing: Sequence[Rule]) -> None:
+    wanted: set[int] = set()
+    for expression in {r.rse_expression for r in placing}:
+        wanted |= set(_rse_ids(session, expression))
+    if wanted:
+        _hold_rses(session, sorted(wanted))
 
 
 def _lock(session: Session, rule: Rule, file_ids: list[int], sizes: dict[int, int]) -> None:
@@ -452,7 +464,9 @@ def expire(session: Session) -> int:
 
 def retry_stuck(session: Session) -> int:
     """Evaluate again the rules that could not lock every file (a quota may have grown)."""
+    take_write_lock(session)
     stuck = list(session.scalars(select(Rule).where(Rule.error.is_not(None)).with_for_update()))
+    _hold_rses_of(session, stuck)
     for rule in stuck:
         evaluate(session, rule)
     return len(stuck)
@@ -469,11 +483,14 @@ def covering(session: Session, did_ids: Iterable[int]) -> list[Rule]:
 
 def process_updates(session: Session, limit: int = 500) -> int:
     """Evaluate the rules over collections whose content changed; returns updates done."""
+    take_write_lock(session)
     pick = select(CollectionUpdate).order_by(CollectionUpdate.id).limit(limit)
     updates = list(session.scalars(claimable(session, pick)))
     if not updates:
         return 0
-    for rule in covering(session, {u.parent_id for u in updates}):
+    placing = covering(session, {u.parent_id for u in updates})
+    _hold_rses_of(session, placing)
+    for rule in placing:
         evaluate(session, rule)
     session.execute(
         delete(CollectionUpdate).where(CollectionUpdate.id.in_([u.id for u in updates]))

@@ -228,7 +228,10 @@ def _finish(session: Session, held: Lease, outcomes: Sequence[Outcome], retry: R
     now = utcnow()
     table = cast(Table, Transfer.__table__)
     # A transfer whose lease ran out belongs to another worker now: not ours to report.
-    mine = held.holds(session, [o.job.id for o in outcomes])
+    # Renewing is the first statement: it takes the rows (PostgreSQL) or the write lock
+    # (SQLite), so no other worker can take them over between this check and the report.
+    ids = [o.job.id for o in outcomes]
+    mine = set(ids) - held.renew(session, ids)
     done = [o for o in outcomes if o.done and o.job.id in mine]
     if done:
         session.execute(

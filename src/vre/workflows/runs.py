@@ -265,4 +265,4 @@ def claim(session: Session, held: Lease, per_account: int, limit: int) -> list[i
     if not chosen:
         return []
     pick = select(Run.id).where(Run.id.in_(chosen), Run.status == QUEUED)
-    return held.take(session, pick, status=PENDING)
+    return held.for_claim().take(session, pick, status=PENDING)

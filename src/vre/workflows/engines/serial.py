@@ -21,13 +21,13 @@ from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import VREError
 from vre.identity.models import Account
+from vre.leases import Lease
 from vre.workflows import leftovers, runs, staging, workspace
 from vre.workflows import spec as specs
 from vre.workflows.backends import local, runner
 from vre.workflows.models import (
     FAILED,
     FINISHED,
-    PENDING,
     RUNNING,
     STOPPED,
     Run,
@@ -46,31 +46,41 @@ class _Execution:
     the run was failed as orphaned and maybe restarted elsewhere) stops the command
     and writes nothing more: the run is no longer its own."""
 
-    def __init__(self, sessions: sessionmaker[Session], run_id: int, settings: Settings) -> None:
-        self.sessions, self.run_id, self.settings = sessions, run_id, settings
+    def __init__(
+        self, sessions: sessionmaker[Session], run_id: int, settings: Settings, lease: Lease
+    ) -> None:
+        self.sessions, self.run_id, self.settings, self.lease = sessions, run_id, settings, lease
         self._checked = 0.0
         self._stop = False
+        self._lost = False
         self.heart: leases.Heartbeat | None = None
 
     @property
     def lost(self) -> bool:
-        return self.heart is not None and self.run_id in self.heart.lost
+        if self.heart is not None and self.run_id in self.heart.lost:
+            self._lost = True
+        return self._lost
+
+    def _write(self, statement: Any) -> None:
+        """A write about the run, made only while it is still ours (else: lost)."""
+        if self.lost:
+            return
+        with transaction(self.sessions) as session:
+            if session.execute(statement).rowcount == 0:  # type: ignore[attr-defined]
+                log.warning("run %s is no longer this worker's: it stops here", self.run_id)
+                self._lost = True
 
     def update_run(self, **values: Any) -> None:
-        if self.lost:
-            return
-        with transaction(self.sessions) as session:
-            session.execute(update(Run).where(Run.id == self.run_id).values(**values))
+        held = self.lease.held_where([self.run_id])
+        self._write(update(Run).where(*held).values(**values))
 
     def update_step(self, index: int, **values: Any) -> None:
-        if self.lost:
-            return
-        with transaction(self.sessions) as session:
-            session.execute(
-                update(RunStep)
-                .where(RunStep.run_id == self.run_id, RunStep.index == index)
-                .values(**values)
-            )
+        ours = select(Run.id).where(*self.lease.held_where([self.run_id])).exists()
+        self._write(
+            update(RunStep)
+            .where(RunStep.run_id == self.run_id, RunStep.index == index, ours)
+            .values(**values)
+        )
 
     def should_stop(self) -> bool:
         """Asked every ~0.2 s while a command runs; reads the database at most every 0.5 s."""
@@ -122,7 +132,6 @@ class _Plan:
 
 def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
     """Run every step of a claimed run; returns the final status."""
-    job = _Execution(sessions, run_id, settings)
     with transaction(sessions) as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -143,6 +152,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
     private = Path(tempfile.mkdtemp(prefix=f"{leftovers.secrets_prefix(settings)}{run_id}-"))
     held = runs.lease(plan.worker, settings.run_lease)
+    job = _Execution(sessions, run_id, settings, held)
     try:
         with leases.held(sessions, held, [run_id]) as job.heart:
             environment = _environment(plan.ws, plan.label, secrets, private)
@@ -246,14 +256,17 @@ def _steps(
 
 def execute_safely(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
     """Like ``execute``, but an internal error fails the run instead of leaving it running."""
+    with transaction(sessions) as session:
+        claimed_as = session.scalar(select(Run.worker).where(Run.id == run_id)) or ""
     try:
         return execute(sessions, run_id, settings)
     except Exception as exc:
         log.exception("run %s failed inside the VRE", run_id)
+        held = runs.lease(claimed_as, settings.run_lease).held_where([run_id])
         with transaction(sessions) as session:
-            session.execute(  # unless the run ended or went to another worker meanwhile
+            session.execute(  # unless the run ended or went to another claim meanwhile
                 update(Run)
-                .where(Run.id == run_id, Run.status.in_((PENDING, RUNNING)))
+                .where(*held)
                 .values(status=FAILED, finished_at=utcnow(), error=f"internal error: {exc}")
             )
         return FAILED
