@@ -132,6 +132,9 @@ class PendingUpload(Base):
     path: Mapped[str] = mapped_column(String(1024))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set by the register transaction: these bytes are the catalogued replica's, and a
+    # sweep after a crash moves them into place instead of removing them.
+    registered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class CollectionUpdate(Base):

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.db import transaction, utcnow
-from vre.errors import Conflict, Invalid
+from vre.errors import Conflict, Invalid, StorageError
 from vre.identity.models import Account
 from vre.lake import catalogue, meta, rses, rules, scopes, storage
 from vre.lake.checksums import check_adler32, check_md5
@@ -172,14 +172,21 @@ def _register(
 ) -> _Registered:
     """Decide (new, same content already there, conflict) and register; no storage I/O.
 
-    The first statement writes (the pending row, unchanged), so SQLite takes its write
-    lock before we read; PostgreSQL serialises uploads into one scope on the scope row."""
+    The first statement marks the pending row registered (it commits with the rest), so
+    SQLite takes its write lock before we read, and an upload that outlived
+    ``VRE_UPLOAD_GRACE`` (the sweeper removed its row and bytes) fails here, registering
+    nothing. PostgreSQL serialises uploads into one scope on the scope row."""
     (scope, name), (rse_id, rse_name) = did_name, rse
-    session.execute(
+    marked = session.execute(
         update(PendingUpload)
-        .where(PendingUpload.id == pending_id)
-        .values(account_id=PendingUpload.account_id)
+        .where(PendingUpload.id == pending_id, PendingUpload.registered.is_(False))
+        .values(registered=True)
     )
+    if marked.rowcount != 1:  # type: ignore[attr-defined]
+        raise StorageError(
+            f"the upload of {scope}:{name} took longer than VRE_UPLOAD_GRACE and was"
+            " abandoned (its bytes are gone): upload it again"
+        )
     session.execute(select(Scope).where(Scope.name == scope).with_for_update())
     did = session.scalar(select(DID).where(DID.scope == scope, DID.name == name))
     created = did is None
@@ -228,43 +235,52 @@ def _register(
 def sweep_pending(factory: sessionmaker[Session], older_than: timedelta) -> int:
     """Finish or undo uploads whose writer died; returns how many were swept.
 
-    A registered upload whose bytes are still under the temporary name is moved into
-    place (the catalogue already says they are there); any other leftover part goes.
-    Storage is touched between two transactions, never inside one."""
+    An unregistered upload's row is deleted first (its writer, if it still lives, then
+    fails to register) and its part removed. A registered upload's part is moved into
+    place unless the replica's bytes are already there: the catalogue says they are.
+    Storage is touched between transactions, never inside one."""
     cutoff = utcnow() - older_than
     with transaction(factory) as session:
         stale = [
             (
                 row.id,
-                row.path,
-                rse.name,
+                row.registered,
                 _Target(storage.join(rse.prefix, row.path), str(row.id), dict(rse.options or {})),
-                registered,
             )
-            for row, rse, registered in session.execute(
-                select(PendingUpload, RSE, Replica.did_id)
+            for row, rse in session.execute(
+                select(PendingUpload, RSE)
                 .join(RSE, RSE.id == PendingUpload.rse_id)
-                .outerjoin(
-                    Replica,
-                    (Replica.rse_id == PendingUpload.rse_id) & (Replica.path == PendingUpload.path),
-                )
                 .where(PendingUpload.created_at < cutoff)
             )
         ]
-    done = []
-    for row_id, path, rse_name, target, registered in stale:
+    with transaction(factory) as session:
+        abandoned = set(
+            session.scalars(
+                delete(PendingUpload)
+                .where(
+                    PendingUpload.id.in_([i for i, registered, _ in stale if not registered]),
+                    PendingUpload.registered.is_(False),
+                )
+                .returning(PendingUpload.id)
+            )
+        )
+    finished: list[int] = []
+    for row_id, registered, target in stale:
         try:
-            if registered is not None and target.has_part() and not target.exists():
+            if registered and target.has_part() and not target.exists():
                 target.commit()
-                log.info("finished the interrupted upload of %s on %s", path, rse_name)
-            else:
+                log.info("finished the interrupted upload of %s", target.url)
+            elif registered or row_id in abandoned:
                 target.discard()
-                log.info("swept interrupted upload %s on %s", path, rse_name)
+                log.info("swept the interrupted upload of %s", target.url)
+            else:
+                continue  # registered meanwhile: its writer finishes it
         except storage.StorageError as exc:
-            log.warning("interrupted upload %s on %s stays: %s", path, rse_name, exc.message)
+            log.warning("interrupted upload of %s stays: %s", target.url, exc.message)
             continue
-        done.append(row_id)
-    if done:
+        if registered:
+            finished.append(row_id)
+    if finished:
         with transaction(factory) as session:
-            session.execute(delete(PendingUpload).where(PendingUpload.id.in_(done)))
-    return len(done)
+            session.execute(delete(PendingUpload).where(PendingUpload.id.in_(finished)))
+    return len(abandoned) + len(finished)
