@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="Seconds a replica no rule needs any more stays on storage before the"
         " reaper deletes it: time to undo a removed rule cheaply.",
     )
+    reaper_retry: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds after which a deletion the reaper began but did not finish (its"
+        " storage failed, or the worker died) is taken up again by any worker.",
+    )
     upload_grace: float = Field(
         3600.0,
         ge=0,

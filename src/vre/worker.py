@@ -70,7 +70,11 @@ class Worker:
             rules.retry_stuck(session)
         if expired:
             log.info("rules: %d expired", expired)
-        gone = reaper.reap(sessions, timedelta(seconds=self.settings.reaper_grace))
+        gone = reaper.reap(
+            sessions,
+            timedelta(seconds=self.settings.reaper_grace),
+            retry=timedelta(seconds=self.settings.reaper_retry),
+        )
         if gone:
             log.info("reaper: deleted %d replica(s)", len(gone))
         swept = sweep_pending(sessions, timedelta(seconds=self.settings.upload_grace))

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre import bulk, policy
+from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import Conflict
 from vre.identity.models import Account
@@ -48,26 +49,42 @@ class Candidate:
     options: dict[str, Any]
 
 
-def _due(grace: timedelta) -> tuple[Any, ...]:
-    """A replica the reaper may take: no lock, tombstoned long enough, nothing writing it."""
-    return (
+def _due(grace: timedelta, retry: timedelta) -> Any:
+    """A replica the reaper may take: no lock, tombstoned long enough, nothing writing it;
+    or one whose deletion an earlier round began (``unavailable``) and left for ``retry``.
+
+    While it is ``unavailable`` nothing revives it: an upload of the same file is refused,
+    a rule that wants it back queues a transfer that waits, and after its bytes are gone
+    the reaper hands such a replica to that transfer (``copying``)."""
+    now = utcnow()
+    fresh = and_(
         Replica.lock_count == 0,
         Replica.tombstone.is_not(None),
-        Replica.tombstone <= utcnow() - grace,
-        Replica.state != COPYING,
+        Replica.tombstone <= now - grace,
+        Replica.state.not_in((COPYING, UNAVAILABLE)),
         ~_transfer_active(),
     )
+    left = and_(Replica.state == UNAVAILABLE, Replica.updated_at < now - retry)
+    return or_(fresh, left)
+
+
+RETRY = timedelta(seconds=Settings.model_fields["reaper_retry"].default)
 
 
 def candidates(
-    session: Session, grace: timedelta, limit: int = 1000, *, claim: bool = False
+    session: Session,
+    grace: timedelta,
+    limit: int = 1000,
+    *,
+    claim: bool = False,
+    retry: timedelta = RETRY,
 ) -> list[Candidate]:
     """What is due, oldest tombstone first (``claim``: skipping rows another reaper holds)."""
     query = (
         select(Replica, DID.scope, DID.name, DID.bytes, RSE.name, RSE.prefix, RSE.options)
         .join(DID, DID.id == Replica.did_id)
         .join(RSE, RSE.id == Replica.rse_id)
-        .where(*_due(grace))
+        .where(_due(grace, retry))
         .order_by(Replica.tombstone)
         .limit(limit)
     )
@@ -113,15 +130,22 @@ def reap_now(factory: sessionmaker[Session], actor: Account, grace: timedelta) -
     return reap(factory, grace)
 
 
-def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) -> list[Candidate]:
+def reap(
+    factory: sessionmaker[Session],
+    grace: timedelta,
+    limit: int = 1000,
+    *,
+    retry: timedelta = RETRY,
+) -> list[Candidate]:
     """Delete what is due; returns what was deleted.
 
     Three steps, storage outside every transaction: claim a batch (its replicas become
     ``unavailable``, committed before any byte goes: never a source again, and a rule
     that wants one back queues a fresh copy), delete the bytes, drop the rows. A crash
-    or a failed delete leaves catalogued, unavailable replicas that the next round takes."""
+    or a failed delete leaves catalogued, unavailable replicas that a round takes up again
+    after ``retry``."""
     with transaction(factory) as session:
-        due = _claim(session, grace, limit)
+        due = _claim(session, grace, limit, retry)
     deleted = []
     for item in due:
         try:
@@ -136,13 +160,14 @@ def reap(factory: sessionmaker[Session], grace: timedelta, limit: int = 1000) ->
     return deleted
 
 
-def _claim(session: Session, grace: timedelta, limit: int) -> list[Candidate]:
-    due = {(c.did_id, c.rse_id): c for c in candidates(session, grace, limit, claim=True)}
+def _claim(session: Session, grace: timedelta, limit: int, retry: timedelta) -> list[Candidate]:
+    found = candidates(session, grace, limit, claim=True, retry=retry)
+    due = {(c.did_id, c.rse_id): c for c in found}
     taken: list[Candidate] = []
     for pairs in bulk.chunks(list(due)):
         marked = session.execute(
             update(Replica)
-            .where(tuple_(Replica.did_id, Replica.rse_id).in_(pairs), *_due(grace))
+            .where(tuple_(Replica.did_id, Replica.rse_id).in_(pairs), _due(grace, retry))
             .values(state=UNAVAILABLE, updated_at=utcnow())
             .returning(Replica.did_id, Replica.rse_id),
             execution_options={"synchronize_session": False},
@@ -152,9 +177,17 @@ def _claim(session: Session, grace: timedelta, limit: int) -> list[Candidate]:
 
 
 def _forget(session: Session, deleted: list[Candidate]) -> None:
-    """Drop the rows of replicas whose bytes went (unless a rule locked one since)."""
+    """Drop the rows of replicas whose bytes went; one a rule locked since is handed to
+    its queued transfer (``copying``): only now may bytes be written there again."""
     gone: set[int] = set()
     for pairs in bulk.chunks([(c.did_id, c.rse_id) for c in deleted]):
+        mine = (tuple_(Replica.did_id, Replica.rse_id).in_(pairs), Replica.state == UNAVAILABLE)
+        session.execute(
+            update(Replica)
+            .where(*mine, Replica.lock_count > 0)
+            .values(state=COPYING, tombstone=None, updated_at=utcnow()),
+            execution_options={"synchronize_session": False},
+        )
         gone |= set(
             session.scalars(
                 delete(Replica)

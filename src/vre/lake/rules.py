@@ -23,7 +23,16 @@ from vre.errors import Invalid, NotFound, VREError
 from vre.identity import accounts
 from vre.identity.models import Account
 from vre.lake import catalogue, quotas, rses
-from vre.lake.models import AVAILABLE, BAD, COPYING, DID, RSE, CollectionUpdate, Replica
+from vre.lake.models import (
+    AVAILABLE,
+    BAD,
+    COPYING,
+    DID,
+    RSE,
+    UNAVAILABLE,
+    CollectionUpdate,
+    Replica,
+)
 from vre.lake.names import deterministic_path
 from vre.lake.rule_models import OK, QUEUED, REPLICATING, STUCK, SUBMITTED, Lock, Rule, Transfer
 from vre.leases import claimable
@@ -280,7 +289,9 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
                 .where(
                     Replica.rse_id == rse_id,
                     Replica.did_id.in_(chunk),
-                    Replica.state.not_in((COPYING, BAD)),  # bad stays visible until repaired
+                    # bad stays visible until repaired; unavailable is being deleted: the
+                    # reaper hands it to the queued transfer once its bytes are gone
+                    Replica.state.not_in((COPYING, BAD, UNAVAILABLE)),
                 )
                 .values(state=COPYING, updated_at=now)
             )

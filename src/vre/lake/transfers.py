@@ -25,7 +25,7 @@ from vre import bulk, policy
 from vre.db import transaction, utcnow
 from vre.identity.models import Account
 from vre.lake import rules, storage
-from vre.lake.models import AVAILABLE, BAD, DID, RSE, Replica
+from vre.lake.models import AVAILABLE, BAD, DID, RSE, UNAVAILABLE, Replica
 from vre.lake.names import deterministic_path
 from vre.lake.rule_models import (
     DONE,
@@ -125,9 +125,21 @@ def lease(worker: str, seconds: float) -> Lease:
 def claim(session: Session, held: Lease, limit: int) -> list[Job]:
     """Take up to ``limit`` transfers that are due, or whose worker's lease ran out."""
     now = utcnow()
-    due = or_(
-        and_(Transfer.state == QUEUED, Transfer.next_attempt_at <= now),
-        and_(Transfer.state == SUBMITTED, Transfer.lease_until < now),
+    being_reaped = (  # its bytes may still be deleted: the reaper hands it over after
+        select(Replica.did_id)
+        .where(
+            Replica.did_id == Transfer.did_id,
+            Replica.rse_id == Transfer.rse_id,
+            Replica.state == UNAVAILABLE,
+        )
+        .exists()
+    )
+    due = and_(
+        or_(
+            and_(Transfer.state == QUEUED, Transfer.next_attempt_at <= now),
+            and_(Transfer.state == SUBMITTED, Transfer.lease_until < now),
+        ),
+        ~being_reaped,
     )
     pick = select(Transfer.id).where(due).order_by(Transfer.id).limit(limit)
     orphaned = dict(

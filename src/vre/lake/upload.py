@@ -23,7 +23,17 @@ from vre.errors import Conflict, Invalid, StorageError
 from vre.identity.models import Account
 from vre.lake import catalogue, meta, rses, rules, scopes, storage
 from vre.lake.checksums import check_adler32, check_md5
-from vre.lake.models import AVAILABLE, DATASET, DID, FILE, RSE, PendingUpload, Replica, Scope
+from vre.lake.models import (
+    AVAILABLE,
+    DATASET,
+    DID,
+    FILE,
+    RSE,
+    UNAVAILABLE,
+    PendingUpload,
+    Replica,
+    Scope,
+)
 from vre.lake.names import check_name, deterministic_path
 from vre.lake.replicas import same_content
 
@@ -197,6 +207,11 @@ def _register(
                 f" ({did.bytes} bytes, adler32 {did.adler32}); choose another name"
             )
         replica = session.get(Replica, (did.id, rse_id))
+        if replica is not None and replica.state == UNAVAILABLE:
+            raise Conflict(
+                f"{scope}:{name} on {rse_name} is being deleted by the reaper right now:"
+                " upload it again in a minute"
+            )
         if replica is not None and replica.state == AVAILABLE:
             did.obsolete = False
             if not rules.held_by(session, actor, did.id, rse_id):
