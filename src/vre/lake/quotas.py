@@ -69,48 +69,38 @@ def show(session: Session, actor: Account, account: str | None = None) -> list[Q
     ]
 
 
+def _limits_and_usage(
+    session: Session, account_id: int, ids: list[int]
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Quota limits and bytes used per RSE, read fresh (not from the identity map)."""
+    limits = session.execute(
+        select(Quota.rse_id, Quota.bytes).where(
+            Quota.account_id == account_id, Quota.rse_id.in_(ids)
+        )
+    )
+    used = session.execute(
+        select(Usage.rse_id, Usage.bytes).where(
+            Usage.account_id == account_id, Usage.rse_id.in_(ids)
+        )
+    )
+    return dict(limits.tuples().all()), dict(used.tuples().all())
+
+
 def free(session: Session, account_id: int, rse_ids: Iterable[int]) -> dict[int, float]:
     """Bytes the account may still lock per RSE (infinite without a quota)."""
     ids = list(rse_ids)
-    limits = dict(
-        session.execute(
-            select(Quota.rse_id, Quota.bytes).where(
-                Quota.account_id == account_id, Quota.rse_id.in_(ids)
-            )
-        ).all()
-    )
-    used = dict(
-        session.execute(
-            select(Usage.rse_id, Usage.bytes).where(
-                Usage.account_id == account_id, Usage.rse_id.in_(ids)
-            )
-        ).all()
-    )
+    limits, used = _limits_and_usage(session, account_id, ids)
     return {i: (limits[i] - used.get(i, 0)) if i in limits else float("inf") for i in ids}
 
 
 def require(session: Session, account_id: int, needed: dict[int, int]) -> None:
     """Refuse, naming the RSE, limit and usage, if new locks would not fit.
 
-    Usage is read fresh from the database, never from the session's identity map: the
-    caller holds the RSE rows (``rules``), so this reads what the last writer committed."""
+    The caller holds the RSE rows (``rules``), so usage read here is what the last
+    writer committed."""
     if not needed:
         return
-    ids = list(needed)
-    limits = dict(
-        session.execute(
-            select(Quota.rse_id, Quota.bytes).where(
-                Quota.account_id == account_id, Quota.rse_id.in_(ids)
-            )
-        ).all()
-    )
-    used = dict(
-        session.execute(
-            select(Usage.rse_id, Usage.bytes).where(
-                Usage.account_id == account_id, Usage.rse_id.in_(ids)
-            )
-        ).all()
-    )
+    limits, used = _limits_and_usage(session, account_id, list(needed))
     for rse_id, want in needed.items():
         if rse_id in limits and used.get(rse_id, 0) + want > limits[rse_id]:
             name = session.scalar(select(RSE.name).where(RSE.id == rse_id))
