@@ -83,7 +83,7 @@ def _limits_and_usage(
             Usage.account_id == account_id, Usage.rse_id.in_(ids)
         )
     )
-    return dict(limits.tuples().all()), dict(used.tuples().all())
+    return {r: b for r, b in limits}, {r: b for r, b in used}
 
 
 def free(session: Session, account_id: int, rse_ids: Iterable[int]) -> dict[int, float]:
