@@ -62,22 +62,34 @@ class Worker:
         log.info("transfers: %d done, %d failed", len(outcomes) - len(failed), len(failed))
         return len(jobs)
 
-    def housekeeping(self, sessions: sessionmaker[Session]) -> None:
+    def _rules_round(self, sessions: sessionmaker[Session]) -> int:
+        """Each kind of rule work in a transaction of its own: one holding the rows and
+        RSEs of several kinds at once could deadlock with another worker's round."""
+        while True:
+            with transaction(sessions) as session:
+                if not rules.process_updates(session):
+                    break
         with transaction(sessions) as session:
-            while rules.process_updates(session):
-                pass
             expired = rules.expire(session)
+        with transaction(sessions) as session:
             rules.retry_stuck(session)
+        return expired
+
+    def _reap(self, sessions: sessionmaker[Session]) -> int:
+        s = self.settings
+        retry = timedelta(seconds=s.reaper_retry)
+        return len(reaper.reap(sessions, timedelta(seconds=s.reaper_grace), retry=retry))
+
+    def housekeeping(self, sessions: sessionmaker[Session]) -> None:
+        """Every round of upkeep; each fails on its own, and the others still run."""
+        expired = self._guarded("rules", self._rules_round, sessions)
         if expired:
             log.info("rules: %d expired", expired)
-        gone = reaper.reap(
-            sessions,
-            timedelta(seconds=self.settings.reaper_grace),
-            retry=timedelta(seconds=self.settings.reaper_retry),
-        )
+        gone = self._guarded("reaper", self._reap, sessions)
         if gone:
-            log.info("reaper: deleted %d replica(s)", len(gone))
-        swept = sweep_pending(sessions, timedelta(seconds=self.settings.upload_grace))
+            log.info("reaper: deleted %d replica(s)", gone)
+        upload_grace = timedelta(seconds=self.settings.upload_grace)
+        swept = self._guarded("upload sweep", sweep_pending, sessions, upload_grace)
         if swept:
             log.info("removed the bytes of %d interrupted upload(s)", swept)
         retained = self._guarded("retention", retention.apply_due, sessions)

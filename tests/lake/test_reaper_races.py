@@ -11,7 +11,7 @@ from sqlalchemy import select
 from vre.config import Settings
 from vre.db import transaction
 from vre.errors import Conflict
-from vre.lake import reaper, rses, rules, scopes, storage, upload
+from vre.lake import quotas, reaper, rses, rules, scopes, storage, upload
 from vre.lake.models import DID, RSE, Replica
 from vre.worker import Worker
 
@@ -133,3 +133,121 @@ def test_a_deletion_left_unfinished_is_taken_up_again_after_the_retry_time(
         "user.alice:c1"
     ]
     assert state(sessions, "c1") == {} and list(disks["A"].rglob("c1")) == []
+
+
+def take_batch(sessions, retry=reaper.RETRY):
+    """A reaper round's first step, as another worker runs it."""
+    with transaction(sessions) as session:
+        return reaper._claim(session, timedelta(0), 1000, retry)
+
+
+def test_a_replica_relocked_after_a_failed_delete_is_deleted_then_copied_again(
+    sessions, alice, disks, monkeypatch
+):
+    upload.upload(sessions, alice, "user.alice", "e1", "DISK-A", [b"e1" * 10])
+    with transaction(sessions) as session:
+        rid = rules.add(session, alice, "user.alice", "e1", "DISK-B").id
+    drain(sessions)
+    with transaction(sessions) as session:
+        rules.remove(session, alice, rid)
+    real = storage.delete
+
+    def broken(url, **kw):
+        raise storage.StorageError("storage element down")
+
+    monkeypatch.setattr(storage, "delete", broken)
+    assert reaper.reap(sessions, timedelta(0)) == []
+    monkeypatch.setattr(storage, "delete", real)
+    with transaction(sessions) as session:  # wanted back: locked again, no tombstone
+        rules.add(session, alice, "user.alice", "e1", "DISK-B")
+    drain(sessions)  # its transfer waits for the deletion
+    assert state(sessions, "e1")["DISK-B"] == ("unavailable", 1)
+    assert [c.rse for c in reaper.reap(sessions, timedelta(0), retry=timedelta(0))] == ["DISK-B"]
+    drain(sessions)
+    assert state(sessions, "e1")["DISK-B"] == ("available", 1)
+    assert [p.read_bytes() for p in disks["B"].rglob("e1")] == [b"e1" * 10]
+
+
+def test_a_slow_reaper_leaves_alone_what_another_took_up_again(sessions, alice, disks, monkeypatch):
+    upload.upload(sessions, alice, "user.alice", "d1", "DISK-A", [b"d1" * 10])
+    with transaction(sessions) as session:
+        rid = rules.add(session, alice, "user.alice", "d1", "DISK-B").id
+    drain(sessions)
+    with transaction(sessions) as session:
+        rules.remove(session, alice, rid)
+    stamp_a, due_a = take_batch(sessions)  # reaper A claims, deletes the bytes, is slow
+    storage.delete(due_a[0].url, options=due_a[0].options)
+    with transaction(sessions) as session:  # the copy is wanted back meanwhile
+        rules.add(session, alice, "user.alice", "d1", "DISK-B")
+    real = storage.delete
+
+    def delete(url, **kw):  # while reaper B deletes, A reports back and a worker runs
+        if "/b/" in url:
+            with transaction(sessions) as session:
+                reaper._forget(session, due_a, stamp_a)
+            drain(sessions)
+            assert state(sessions, "d1")["DISK-B"] == ("unavailable", 1)  # still B's
+        return real(url, **kw)
+
+    monkeypatch.setattr(storage, "delete", delete)
+    taken = reaper.reap(sessions, timedelta(0), retry=timedelta(0))  # B, after the retry time
+    monkeypatch.undo()
+    assert [c.rse for c in taken] == ["DISK-B"]
+    drain(sessions)
+    assert state(sessions, "d1")["DISK-B"] == ("available", 1)
+    assert [p.read_bytes() for p in disks["B"].rglob("d1")] == [b"d1" * 10]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_reaper_cannot_claim_a_replica_a_rule_is_placing_a_lock_on(
+    sessions, alice, disks, monkeypatch
+):
+    upload.upload(sessions, alice, "user.alice", "g1", "DISK-A", [b"g1" * 10])
+    with transaction(sessions) as session:
+        rid = rules.add(session, alice, "user.alice", "g1", "DISK-B").id
+    drain(sessions)
+    with transaction(sessions) as session:
+        rules.remove(session, alice, rid)
+    real_free = quotas.free
+    claimed = []
+
+    def free(session, *args, **kwargs):  # between the rule's read of replicas and its lock
+        if not claimed:
+            claimed.append(take_batch(sessions)[1])
+        return real_free(session, *args, **kwargs)
+
+    monkeypatch.setattr(quotas, "free", free)
+    with transaction(sessions) as session:
+        rules.add(session, alice, "user.alice", "g1", "DISK-B")
+    monkeypatch.undo()
+    assert claimed == [[]]  # the replica was held: skipped
+    assert reaper.reap(sessions, timedelta(0)) == []  # and now it is locked
+    assert state(sessions, "g1")["DISK-B"] == ("available", 1)
+    assert [p.read_bytes() for p in disks["B"].rglob("g1")] == [b"g1" * 10]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_the_reaper_cannot_claim_a_replica_an_upload_is_deciding_on(
+    sessions, alice, disks, monkeypatch
+):
+    upload.upload(sessions, alice, "user.alice", "h1", "DISK-A", [b"h1" * 10])
+    with transaction(sessions) as session:
+        for rule, *_ in rules.list_rules(session, alice):
+            rules.remove(session, alice, rule.id)
+    real = rules.held_by
+    claimed = []
+
+    def held_by(session, *args):  # the upload has read the replica: same bytes are there
+        if not claimed:
+            claimed.append(take_batch(sessions)[1])
+        return real(session, *args)
+
+    monkeypatch.setattr(rules, "held_by", held_by)
+    assert (
+        upload.upload(sessions, alice, "user.alice", "h1", "DISK-A", [b"h1" * 10]).created is False
+    )
+    monkeypatch.undo()
+    assert claimed == [[]]
+    assert reaper.reap(sessions, timedelta(0)) == []
+    assert state(sessions, "h1") == {"DISK-A": ("available", 1)}
+    assert [p.read_bytes() for p in disks["A"].rglob("h1")] == [b"h1" * 10]

@@ -67,3 +67,59 @@ def test_evaluating_rules_and_adding_one_at_once_do_not_deadlock(
     for t in ts:
         t.join(30)
     assert results == {"worker": "ok", "api": "ok"}
+
+
+def test_two_workers_rule_rounds_at_once_do_not_deadlock(
+    sessions, root, alice, tmp_path, monkeypatch
+):
+    """A stuck rule retried while collection updates touch its RSE, by two workers."""
+    from vre.config import Settings
+    from vre.lake import quotas
+    from vre.lake.rule_models import Rule
+    from vre.worker import Worker
+
+    with transaction(sessions) as session:
+        rses.add(session, root, "DISK-A", (tmp_path / "a").as_uri())
+        rses.add(session, root, "DISK-B", (tmp_path / "b").as_uri())
+        scopes.add(session, alice, "user.alice")
+        quotas.set_quota(session, root, "alice", "DISK-B", 5)
+        for name in ("ds1", "ds2"):
+            catalogue.add_collection(session, alice, "user.alice", name, DATASET)
+    upload.upload(sessions, alice, "user.alice", "big", "DISK-A", [b"x" * 100])
+    upload.upload(sessions, alice, "user.alice", "small", "DISK-A", [b"y"])
+    with transaction(sessions) as session:
+        stuck = rules.add(session, alice, "user.alice", "ds1", "DISK-B").id
+        rules.add(session, alice, "user.alice", "ds2", "DISK-B")
+        catalogue.attach(session, alice, "user.alice", "ds1", [("user.alice", "big")])
+    with transaction(sessions) as session:
+        while rules.process_updates(session):
+            pass
+    with transaction(sessions) as session:
+        assert session.get(Rule, stuck).error  # over quota
+        catalogue.attach(session, alice, "user.alice", "ds2", [("user.alice", "small")])
+    real = rules.expire
+    first_done = threading.Event()
+
+    def slow_expire(session):
+        if threading.current_thread().name == "A":
+            first_done.set()
+            time.sleep(1.0)  # B retries the stuck rule now
+        return real(session)
+
+    monkeypatch.setattr(rules, "expire", slow_expire)
+    errors = []
+
+    def round_of(name):
+        if name == "B":
+            first_done.wait(10)
+        try:
+            Worker(Settings())._rules_round(sessions)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=round_of, args=(n,), name=n) for n in ("A", "B")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []

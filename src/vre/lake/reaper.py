@@ -8,8 +8,9 @@ the next round tries again: bytes are never forgotten.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, tuple_, update
@@ -85,7 +86,7 @@ def candidates(
         .join(DID, DID.id == Replica.did_id)
         .join(RSE, RSE.id == Replica.rse_id)
         .where(_due(grace, retry))
-        .order_by(Replica.tombstone)
+        .order_by(Replica.tombstone.asc().nulls_first())
         .limit(limit)
     )
     if claim:
@@ -98,7 +99,7 @@ def candidates(
             rse,
             storage.join(prefix, r.path),
             size or 0,
-            r.tombstone.isoformat(),
+            r.tombstone.isoformat() if r.tombstone else "",  # re-locked while being deleted
             options or {},
         )
         for r, scope, name, size, rse, prefix, options in session.execute(query)
@@ -118,16 +119,20 @@ def _transfer_active() -> Any:
     )
 
 
-def preview(session: Session, actor: Account, grace: timedelta) -> list[Candidate]:
+def preview(
+    session: Session, actor: Account, grace: timedelta, *, retry: timedelta = RETRY
+) -> list[Candidate]:
     """The dry run an admin asks for: what a reaper round would delete now."""
     policy.require(actor, "reaper.run", message="only an admin can look at the reaper's work")
-    return candidates(session, grace)
+    return candidates(session, grace, retry=retry)
 
 
-def reap_now(factory: sessionmaker[Session], actor: Account, grace: timedelta) -> list[Candidate]:
+def reap_now(
+    factory: sessionmaker[Session], actor: Account, grace: timedelta, *, retry: timedelta = RETRY
+) -> list[Candidate]:
     """One reaper round on an admin's request (the worker runs ``reap`` on its own)."""
     policy.require(actor, "reaper.run", message="only an admin can run the reaper")
-    return reap(factory, grace)
+    return reap(factory, grace, retry=retry)
 
 
 def reap(
@@ -143,11 +148,17 @@ def reap(
     ``unavailable``, committed before any byte goes: never a source again, and a rule
     that wants one back queues a fresh copy), delete the bytes, drop the rows. A crash
     or a failed delete leaves catalogued, unavailable replicas that a round takes up again
-    after ``retry``."""
+    after ``retry``. The claim's time stamps its rows: a round that took them up again
+    (this one was too slow) owns them now, and this one neither deletes nor forgets them."""
     with transaction(factory) as session:
-        due = _claim(session, grace, limit, retry)
+        stamp, due = _claim(session, grace, limit, retry)
+    started = time.monotonic()
     deleted = []
     for item in due:
+        if time.monotonic() - started > retry.total_seconds() / 2 and not _still_mine(
+            factory, item, stamp
+        ):
+            continue
         try:
             storage.delete(item.url, options=item.options)
         except storage.StorageError as exc:
@@ -156,32 +167,53 @@ def reap(
         deleted.append(item)
     if deleted:
         with transaction(factory) as session:
-            _forget(session, deleted)
+            _forget(session, deleted, stamp)
     return deleted
 
 
-def _claim(session: Session, grace: timedelta, limit: int, retry: timedelta) -> list[Candidate]:
+def _claim(
+    session: Session, grace: timedelta, limit: int, retry: timedelta
+) -> tuple[datetime, list[Candidate]]:
     found = candidates(session, grace, limit, claim=True, retry=retry)
     due = {(c.did_id, c.rse_id): c for c in found}
+    stamp = utcnow()
     taken: list[Candidate] = []
     for pairs in bulk.chunks(list(due)):
         marked = session.execute(
             update(Replica)
             .where(tuple_(Replica.did_id, Replica.rse_id).in_(pairs), _due(grace, retry))
-            .values(state=UNAVAILABLE, updated_at=utcnow())
+            .values(state=UNAVAILABLE, updated_at=stamp)
             .returning(Replica.did_id, Replica.rse_id),
             execution_options={"synchronize_session": False},
         )
         taken += [due[(d, r)] for d, r in marked]  # a rule locked the others meanwhile
-    return taken
+    return stamp, taken
 
 
-def _forget(session: Session, deleted: list[Candidate]) -> None:
+def _still_mine(factory: sessionmaker[Session], item: Candidate, stamp: datetime) -> bool:
+    """A slow round looks again before each delete: is the deletion still its own?"""
+    with transaction(factory) as session:
+        found = session.scalar(
+            select(Replica.did_id).where(
+                Replica.did_id == item.did_id,
+                Replica.rse_id == item.rse_id,
+                Replica.state == UNAVAILABLE,
+                Replica.updated_at == stamp,
+            )
+        )
+    return found is not None
+
+
+def _forget(session: Session, deleted: list[Candidate], stamp: datetime) -> None:
     """Drop the rows of replicas whose bytes went; one a rule locked since is handed to
     its queued transfer (``copying``): only now may bytes be written there again."""
     gone: set[int] = set()
     for pairs in bulk.chunks([(c.did_id, c.rse_id) for c in deleted]):
-        mine = (tuple_(Replica.did_id, Replica.rse_id).in_(pairs), Replica.state == UNAVAILABLE)
+        mine = (
+            tuple_(Replica.did_id, Replica.rse_id).in_(pairs),
+            Replica.state == UNAVAILABLE,
+            Replica.updated_at == stamp,
+        )
         session.execute(
             update(Replica)
             .where(*mine, Replica.lock_count > 0)
@@ -190,13 +222,7 @@ def _forget(session: Session, deleted: list[Candidate]) -> None:
         )
         gone |= set(
             session.scalars(
-                delete(Replica)
-                .where(
-                    tuple_(Replica.did_id, Replica.rse_id).in_(pairs),
-                    Replica.lock_count == 0,
-                    Replica.state == UNAVAILABLE,
-                )
-                .returning(Replica.did_id),
+                delete(Replica).where(*mine, Replica.lock_count == 0).returning(Replica.did_id),
                 execution_options={"synchronize_session": False},
             )
         )

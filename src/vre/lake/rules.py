@@ -144,13 +144,14 @@ def _lock(session: Session, rule: Rule, file_ids: list[int], sizes: dict[int, in
     if len(candidates) < rule.copies:
         raise Invalid(f"rule {rule.id}: {rule.rse_expression!r} selects too few RSEs")
     _hold_rses(session, candidates)
+    # The replicas are read locked (PostgreSQL): the reaper cannot claim one between this
+    # read and the lock placed on it, nor may it hold one we are about to count on.
     present: dict[tuple[int, int], str] = {}
     for chunk in bulk.chunks(file_ids):
-        for did_id, rse_id, state in session.execute(
-            select(Replica.did_id, Replica.rse_id, Replica.state).where(
-                Replica.did_id.in_(chunk), Replica.rse_id.in_(candidates)
-            )
-        ):
+        query = select(Replica.did_id, Replica.rse_id, Replica.state).where(
+            Replica.did_id.in_(chunk), Replica.rse_id.in_(candidates)
+        )
+        for did_id, rse_id, state in session.execute(query.with_for_update(key_share=True)):
             present[(did_id, rse_id)] = state
     room = quotas.free(session, rule.account_id, candidates)
     order = {rse_id: i for i, rse_id in enumerate(candidates)}
@@ -476,7 +477,8 @@ def expire(session: Session) -> int:
 def retry_stuck(session: Session) -> int:
     """Evaluate again the rules that could not lock every file (a quota may have grown)."""
     take_write_lock(session)
-    stuck = list(session.scalars(select(Rule).where(Rule.error.is_not(None)).with_for_update()))
+    stuck_rules = select(Rule).where(Rule.error.is_not(None)).order_by(Rule.id)
+    stuck = list(session.scalars(stuck_rules.with_for_update()))
     _hold_rses_of(session, stuck)
     for rule in stuck:
         evaluate(session, rule)

@@ -171,6 +171,12 @@ class _Registered:
         )
 
 
+def _replica(session: Session, did_id: int, rse_id: int) -> Replica | None:
+    """The replica, read locked (PostgreSQL): the reaper cannot claim it while we decide."""
+    query = select(Replica).where(Replica.did_id == did_id, Replica.rse_id == rse_id)
+    return session.scalar(query.with_for_update(key_share=True))
+
+
 def _register(
     session: Session,
     actor: Account,
@@ -206,7 +212,7 @@ def _register(
                 f"{scope}:{name} already exists with other content"
                 f" ({did.bytes} bytes, adler32 {did.adler32}); choose another name"
             )
-        replica = session.get(Replica, (did.id, rse_id))
+        replica = _replica(session, did.id, rse_id)
         if replica is not None and replica.state == UNAVAILABLE:
             raise Conflict(
                 f"{scope}:{name} on {rse_name} is being deleted by the reaper right now:"
@@ -232,7 +238,7 @@ def _register(
         session.flush()
     if dataset is not None:
         catalogue.link(session, _dataset(session, actor, *dataset).id, [did.id])
-    replica = session.get(Replica, (did.id, rse_id))
+    replica = _replica(session, did.id, rse_id)
     if replica is None:
         session.add(
             Replica(

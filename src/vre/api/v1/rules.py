@@ -149,6 +149,10 @@ def list_transfers(
         return [asdict(t) for t in found]
 
 
+def _retry(request: Request) -> timedelta:
+    return timedelta(seconds=request.app.state.settings.reaper_retry)
+
+
 @router.get("/reaper")
 def reaper_candidates(
     caller: Caller, request: Request, grace: float = Query(default=0.0, ge=0)
@@ -157,14 +161,18 @@ def reaper_candidates(
     with unit(request) as session:
         return [
             asdict(c) | {"options": None}
-            for c in reaper.preview(session, caller, timedelta(seconds=grace))
+            for c in reaper.preview(
+                session, caller, timedelta(seconds=grace), retry=_retry(request)
+            )
         ]
 
 
 @router.post("/reaper")
 def reaper_run(caller: Caller, request: Request, grace: float = Query(default=0.0, ge=0)) -> Any:
     """Run one reaper pass now (admin)."""
-    gone = reaper.reap_now(factory(request), caller, timedelta(seconds=grace))
+    gone = reaper.reap_now(
+        factory(request), caller, timedelta(seconds=grace), retry=_retry(request)
+    )
     return [asdict(c) | {"options": None} for c in gone]
 
 

@@ -21,6 +21,13 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("registered", sa.Boolean(), nullable=False, server_default=sa.false())
         )
+    # Left by a crash between registering and moving the bytes into place (the code before
+    # this revision told them apart by a replica at the same path): still registered.
+    op.execute(
+        "UPDATE pending_uploads SET registered = TRUE WHERE EXISTS (SELECT 1 FROM replicas"
+        " WHERE replicas.rse_id = pending_uploads.rse_id"
+        " AND replicas.path = pending_uploads.path)"
+    )
 
 
 def downgrade() -> None:

@@ -183,6 +183,8 @@ def _steps(
     except VREError as exc:
         job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-in: {exc.message}")
         return FAILED
+    if job.lost:
+        return STOPPED
     environment.links = [(s.path, s.target, s.whole_scope) for s in staged if s.linked and s.target]
     try:
         steps_in = runner.for_settings(settings, environment)
@@ -235,6 +237,8 @@ def _steps(
                 return FAILED
         job.update_step(index, status=FINISHED, finished_at=utcnow(), exit_code=0)
         job.update_run(steps_done=index + 1)
+    if job.lost:  # the run is another claim's now: it publishes nothing from here
+        return STOPPED
     if spec.rucio_outputs:
         job.update_run(current_step="stage-out", current_command=None)
         try:
