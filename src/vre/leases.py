@@ -55,9 +55,10 @@ class Lease:
 
     def held_where(self, ids: Collection[int]) -> list[ColumnElement[bool]]:
         """The condition "still ours": every write about held rows carries it."""
-        m = self.model
+        m, listed = self.model, list(ids)
         held = self.held if self.held is not None else true()
-        return [m.id.in_(list(ids)), m.worker == self.worker, held]
+        which = m.id == listed[0] if len(listed) == 1 else m.id.in_(listed)
+        return [which, m.worker == self.worker, held]
 
     def for_claim(self) -> Lease:
         """This lease under a name of its own for one claim: a worker that lost a row and

@@ -54,6 +54,9 @@ class _Execution:
         self._stop = False
         self._lost = False
         self.heart: leases.Heartbeat | None = None
+        # "Still ours", built once: every write about the run carries it.
+        self._held = lease.held_where([run_id])
+        self._ours = select(Run.id).where(*self._held).exists()
 
     @property
     def lost(self) -> bool:
@@ -71,14 +74,12 @@ class _Execution:
                 self._lost = True
 
     def update_run(self, **values: Any) -> None:
-        held = self.lease.held_where([self.run_id])
-        self._write(update(Run).where(*held).values(**values))
+        self._write(update(Run).where(*self._held).values(**values))
 
     def update_step(self, index: int, **values: Any) -> None:
-        ours = select(Run.id).where(*self.lease.held_where([self.run_id])).exists()
         self._write(
             update(RunStep)
-            .where(RunStep.run_id == self.run_id, RunStep.index == index, ours)
+            .where(RunStep.run_id == self.run_id, RunStep.index == index, self._ours)
             .values(**values)
         )
 
