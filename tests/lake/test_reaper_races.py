@@ -36,6 +36,16 @@ def drain(sessions, rounds=10):
                 break
 
 
+def unwanted_copy_on_b(sessions, alice, name):
+    """NAME on DISK-A, and a copy on DISK-B that no rule wants any more (the reaper's)."""
+    upload.upload(sessions, alice, "user.alice", name, "DISK-A", [name.encode() * 10])
+    with transaction(sessions) as session:
+        rule = rules.add(session, alice, "user.alice", name, "DISK-B").id
+    drain(sessions)
+    with transaction(sessions) as session:
+        rules.remove(session, alice, rule)
+
+
 def state(sessions, name):
     with transaction(sessions) as session:
         return {
@@ -84,15 +94,7 @@ def test_a_copy_wanted_back_during_the_batch_waits_for_the_delete(
     sessions, alice, disks, monkeypatch
 ):
     for n in ("b1", "b2"):
-        upload.upload(sessions, alice, "user.alice", n, "DISK-A", [n.encode() * 10])
-    ids = []
-    with transaction(sessions) as session:
-        for n in ("b1", "b2"):
-            ids.append(rules.add(session, alice, "user.alice", n, "DISK-B").id)
-    drain(sessions)
-    with transaction(sessions) as session:
-        for i in ids:
-            rules.remove(session, alice, i)
+        unwanted_copy_on_b(sessions, alice, n)
     real = storage.delete
     calls = []
 
@@ -144,12 +146,7 @@ def take_batch(sessions, retry=reaper.RETRY):
 def test_a_replica_relocked_after_a_failed_delete_is_deleted_then_copied_again(
     sessions, alice, disks, monkeypatch
 ):
-    upload.upload(sessions, alice, "user.alice", "e1", "DISK-A", [b"e1" * 10])
-    with transaction(sessions) as session:
-        rid = rules.add(session, alice, "user.alice", "e1", "DISK-B").id
-    drain(sessions)
-    with transaction(sessions) as session:
-        rules.remove(session, alice, rid)
+    unwanted_copy_on_b(sessions, alice, "e1")
     real = storage.delete
 
     def broken(url, **kw):
@@ -169,12 +166,7 @@ def test_a_replica_relocked_after_a_failed_delete_is_deleted_then_copied_again(
 
 
 def test_a_slow_reaper_leaves_alone_what_another_took_up_again(sessions, alice, disks, monkeypatch):
-    upload.upload(sessions, alice, "user.alice", "d1", "DISK-A", [b"d1" * 10])
-    with transaction(sessions) as session:
-        rid = rules.add(session, alice, "user.alice", "d1", "DISK-B").id
-    drain(sessions)
-    with transaction(sessions) as session:
-        rules.remove(session, alice, rid)
+    unwanted_copy_on_b(sessions, alice, "d1")
     stamp_a, due_a = take_batch(sessions)  # reaper A claims, deletes the bytes, is slow
     storage.delete(due_a[0].url, options=due_a[0].options)
     with transaction(sessions) as session:  # the copy is wanted back meanwhile
@@ -202,12 +194,7 @@ def test_a_slow_reaper_leaves_alone_what_another_took_up_again(sessions, alice, 
 def test_the_reaper_cannot_claim_a_replica_a_rule_is_placing_a_lock_on(
     sessions, alice, disks, monkeypatch
 ):
-    upload.upload(sessions, alice, "user.alice", "g1", "DISK-A", [b"g1" * 10])
-    with transaction(sessions) as session:
-        rid = rules.add(session, alice, "user.alice", "g1", "DISK-B").id
-    drain(sessions)
-    with transaction(sessions) as session:
-        rules.remove(session, alice, rid)
+    unwanted_copy_on_b(sessions, alice, "g1")
     real_free = quotas.free
     claimed = []
 
