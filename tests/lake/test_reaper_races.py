@@ -11,7 +11,7 @@ from sqlalchemy import select
 from vre.config import Settings
 from vre.db import transaction
 from vre.errors import Conflict
-from vre.lake import quotas, reaper, rses, rules, scopes, storage, upload
+from vre.lake import quotas, reaper, rses, rule_views, rules, scopes, storage, upload
 from vre.lake.models import DID, RSE, Replica
 from vre.worker import Worker
 
@@ -219,7 +219,7 @@ def test_the_reaper_cannot_claim_a_replica_an_upload_is_deciding_on(
 ):
     upload.upload(sessions, alice, "user.alice", "h1", "DISK-A", [b"h1" * 10])
     with transaction(sessions) as session:
-        for rule, *_ in rules.list_rules(session, alice):
+        for rule, *_ in rule_views.list_rules(session, alice):
             rules.remove(session, alice, rule.id)
     real = rules.held_by
     claimed = []

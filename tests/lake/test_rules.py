@@ -20,7 +20,18 @@ from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import Forbidden, Invalid, NotFound, QuotaExceeded
 from vre.identity.models import Account
-from vre.lake import catalogue, quotas, reaper, rses, rules, scopes, storage, transfers, upload
+from vre.lake import (
+    catalogue,
+    quotas,
+    reaper,
+    rses,
+    rule_views,
+    rules,
+    scopes,
+    storage,
+    transfers,
+    upload,
+)
 from vre.lake.models import AVAILABLE, BAD, DID, RSE, Replica
 from vre.lake.rule_models import DONE, OK, REPLICATING, STUCK, Lock, Rule, Transfer, Usage
 from vre.worker import Worker
@@ -146,7 +157,7 @@ def test_replicate_file_to_webdav_to_s3(  # type: ignore[no-untyped-def]
         rules.remove(
             session,
             alice,
-            next(r for r, *_ in rules.list_rules(session, alice) if r.comment == "upload").id,
+            next(r for r, *_ in rule_views.list_rules(session, alice) if r.comment == "upload").id,
         )
     reaper.reap(sessions, timedelta(0))
     with transaction(sessions) as session:
@@ -166,11 +177,11 @@ def test_copies_two_prefers_rses_holding_the_file(sessions, alice, lake) -> None
     put(sessions, alice, "f2", b"payload two", rse="XRD-C")
     with transaction(sessions) as session:
         rule = rules.add(session, alice, "user.alice", "f2", "tier=1", copies=2)
-        locks = {r["rse"]: r["state"] for r in rules.locks_of(session, rule)}
+        locks = {r["rse"]: r["state"] for r in rule_views.locks_of(session, rule)}
     assert locks == {"XRD-C": OK, "DISK-A": REPLICATING}
     with transaction(sessions) as session:
         again = rules.add(session, alice, "user.alice", "f2", "site=TWO", copies=1)
-        assert [r["rse"] for r in rules.locks_of(session, again)] == ["XRD-C"]
+        assert [r["rse"] for r in rule_views.locks_of(session, again)] == ["XRD-C"]
         assert again.state == OK
     with pytest.raises(Invalid, match="fewer than"), transaction(sessions) as session:
         rules.add(session, alice, "user.alice", "f2", "site=ONE", copies=2)
@@ -328,7 +339,7 @@ def test_another_account_cannot_touch_my_rules_or_transfers(sessions, alice, bob
         rules.get(session, bob, rule_id)
     with transaction(sessions) as session:
         assert transfers.list_transfers(session, bob) == []
-        assert rules.list_rules(session, bob) == []
+        assert rule_views.list_rules(session, bob) == []
         assert len(transfers.list_transfers(session, alice)) == 1
     with pytest.raises(Forbidden), transaction(sessions) as session:
         rules.add(session, bob, "user.alice", "p1", "DISK-B")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, factory, unit
 from vre.identity.models import Account
-from vre.lake import quotas, reaper, rules, transfers
+from vre.lake import quotas, reaper, rule_views, rules, transfers
 from vre.lake.names import parse_did
 from vre.lake.rule_models import Rule
 
@@ -72,7 +72,7 @@ def rule_out(rule: Rule, account: str, did: str) -> RuleOut:
 
 def _one(session: Session, caller: Account, rule_id: int) -> RuleOut:
     rule = rules.get(session, caller, rule_id)
-    return rule_out(rule, *rules.names_of(session, rule))
+    return rule_out(rule, *rule_views.names_of(session, rule))
 
 
 @router.post("/rules", status_code=201)
@@ -100,7 +100,7 @@ def list_rules(
     caller: Caller, request: Request, did: str | None = None, account: str | None = None
 ) -> list[RuleOut]:
     with unit(request) as session:
-        found = rules.list_rules(
+        found = rule_views.list_rules(
             session, caller, did=parse_did(did) if did else None, account=account
         )
         return [rule_out(r, a, f"{s}:{n}") for r, a, s, n in found]
@@ -110,7 +110,7 @@ def list_rules(
 def show_rule(rule_id: int, caller: Caller, request: Request) -> RuleDetail:
     with unit(request) as session:
         out = _one(session, caller, rule_id)
-        locks = rules.locks_of(session, rules.get(session, caller, rule_id))
+        locks = rule_views.locks_of(session, rules.get(session, caller, rule_id))
         return RuleDetail(**out.model_dump(), locks=locks)
 
 
