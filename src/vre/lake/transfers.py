@@ -237,39 +237,59 @@ def _finish(session: Session, held: Lease, outcomes: Sequence[Outcome], retry: R
     Done transfers (the common case) are reported in bulk: one statement per table and
     destination RSE, not per file. Failures take the slower path, one by one.
     """
-    now = utcnow()
-    table = cast(Table, Transfer.__table__)
     # A transfer whose lease ran out belongs to another worker now: not ours to report.
     # Renewing is the first statement: it takes the rows (PostgreSQL) or the write lock
     # (SQLite), so no other worker can take them over between this check and the report.
     ids = [o.job.id for o in outcomes]
     mine = set(ids) - held.renew(session, ids)
     done = [o for o in outcomes if o.done and o.job.id in mine]
-    if done:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("t_id"))
-            .values(
-                state=DONE,
-                attempts=bindparam("t_attempts"),
-                bytes=bindparam("t_bytes"),
-                source=bindparam("t_source"),
-                duration=bindparam("t_duration"),
-                last_error=None,
-                lease_until=None,
-                updated_at=now,
-            ),
-            [
-                {
-                    "t_id": o.job.id,
-                    "t_attempts": o.job.attempts + 1,
-                    "t_bytes": o.bytes,
-                    "t_source": o.source,
-                    "t_duration": o.duration,
-                }
-                for o in done
-            ],
-        )
+    _mark_done(session, done)
+    orphans, rule_ids = _place_copies(session, done)
+    for out in outcomes:
+        if not out.done and out.job.id in mine:
+            rule_ids |= _mark_failed(session, out, retry)
+        for rse_id in out.bad_sources:
+            _declare_bad(session, out.job.did_id, rse_id)
+            rule_ids |= _holders(session, out.job.did_id, rse_id)
+    if rule_ids:
+        rules.recount(session, sorted(rule_ids))
+    return orphans
+
+
+def _mark_done(session: Session, done: Sequence[Outcome]) -> None:
+    if not done:
+        return
+    table = cast(Table, Transfer.__table__)
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("t_id"))
+        .values(
+            state=DONE,
+            attempts=bindparam("t_attempts"),
+            bytes=bindparam("t_bytes"),
+            source=bindparam("t_source"),
+            duration=bindparam("t_duration"),
+            last_error=None,
+            lease_until=None,
+            updated_at=utcnow(),
+        ),
+        [
+            {
+                "t_id": o.job.id,
+                "t_attempts": o.job.attempts + 1,
+                "t_bytes": o.bytes,
+                "t_source": o.source,
+                "t_duration": o.duration,
+            }
+            for o in done
+        ],
+    )
+
+
+def _place_copies(session: Session, done: Sequence[Outcome]) -> tuple[list[Job], set[int]]:
+    """Copied replicas become available and their locks ok; returns the copies whose
+    replica went while they were made (their bytes go after the commit) and the rules."""
+    now = utcnow()
     rule_ids: set[int] = set()
     orphans: list[Job] = []
     by_rse: dict[int, list[int]] = {}
@@ -286,7 +306,6 @@ def _finish(session: Session, held: Lease, outcomes: Sequence[Outcome], retry: R
                     .returning(Replica.did_id)
                 )
             )
-            # The replica went while we copied: its bytes must not stay (after the commit).
             orphans += [jobs_at[(did_id, rse_id)] for did_id in set(chunk) - made]
             session.execute(
                 update(Lock).where(Lock.rse_id == rse_id, Lock.did_id.in_(chunk)).values(state=OK)
@@ -298,33 +317,31 @@ def _finish(session: Session, held: Lease, outcomes: Sequence[Outcome], retry: R
                     .distinct()
                 )
             )
-    for out in outcomes:
-        job = out.job
-        if not out.done and job.id in mine:
-            attempts = job.attempts + 1
-            final = attempts >= retry.attempts
-            session.execute(
-                update(Transfer)
-                .where(Transfer.id == job.id)
-                .values(
-                    state=FAILED if final else QUEUED,
-                    attempts=attempts,
-                    last_error=out.error,
-                    duration=out.duration,
-                    lease_until=None,
-                    updated_at=now,
-                    next_attempt_at=now + retry.delay(attempts),
-                )
-            )
-            if final:
-                _set_locks(session, job.did_id, job.rse_id, STUCK)
-                rule_ids |= _holders(session, job.did_id, job.rse_id)
-        for rse_id in out.bad_sources:
-            _declare_bad(session, job.did_id, rse_id)
-            rule_ids |= _holders(session, job.did_id, rse_id)
-    if rule_ids:
-        rules.recount(session, sorted(rule_ids))
-    return orphans
+    return orphans, rule_ids
+
+
+def _mark_failed(session: Session, out: Outcome, retry: Retry) -> set[int]:
+    """Queue the transfer again after its back-off, or fail it for good (locks stuck)."""
+    job, now = out.job, utcnow()
+    attempts = job.attempts + 1
+    final = attempts >= retry.attempts
+    session.execute(
+        update(Transfer)
+        .where(Transfer.id == job.id)
+        .values(
+            state=FAILED if final else QUEUED,
+            attempts=attempts,
+            last_error=out.error,
+            duration=out.duration,
+            lease_until=None,
+            updated_at=now,
+            next_attempt_at=now + retry.delay(attempts),
+        )
+    )
+    if not final:
+        return set()
+    _set_locks(session, job.did_id, job.rse_id, STUCK)
+    return _holders(session, job.did_id, job.rse_id)
 
 
 def _holders(session: Session, did_id: int, rse_id: int) -> set[int]:
