@@ -233,16 +233,10 @@ def _hold(session: Session, pairs: Sequence[tuple[int, int]], step: int) -> None
                 )
 
 
-def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]]) -> None:
-    """Copying replicas and queued transfers for the locks that need bytes moved."""
-    if not pairs:
-        return
-    now = utcnow()
-    wanted = sorted({d for d, _ in pairs})
-    names: dict[int, tuple[str, str]] = {}
-    for chunk in bulk.chunks(wanted):
-        query = select(DID.id, DID.scope, DID.name).where(DID.id.in_(chunk))
-        names.update({i: (sc, n) for i, sc, n in session.execute(query)})
+def _replicas_and_transfers(
+    session: Session, pairs: Sequence[tuple[int, int]]
+) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """Which (file, RSE) pairs have a replica row already, and which a transfer in flight."""
     existing: set[tuple[int, int]] = set()
     active: set[tuple[int, int]] = set()
     for rse_id, did_ids in _by_rse(pairs).items():
@@ -265,6 +259,20 @@ def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]
                     )
                 )
             }
+    return existing, active
+
+
+def request_copies(session: Session, rule: Rule, pairs: Sequence[tuple[int, int]]) -> None:
+    """Copying replicas and queued transfers for the locks that need bytes moved."""
+    if not pairs:
+        return
+    now = utcnow()
+    wanted = sorted({d for d, _ in pairs})
+    names: dict[int, tuple[str, str]] = {}
+    for chunk in bulk.chunks(wanted):
+        query = select(DID.id, DID.scope, DID.name).where(DID.id.in_(chunk))
+        names.update({i: (sc, n) for i, sc, n in session.execute(query)})
+    existing, active = _replicas_and_transfers(session, pairs)
     bulk.insert_rows(
         session,
         Replica.__table__,

@@ -240,17 +240,23 @@ def _steps(
         job.update_run(steps_done=index + 1)
     if job.lost:  # the run is another claim's now: it publishes nothing from here
         return STOPPED
-    if spec.rucio_outputs:
+    return _stage_out(job, plan, staged)
+
+
+def _stage_out(job: _Execution, plan: _Plan, staged: list[staging.Staged]) -> str:
+    """Publish the declared outputs with their provenance; the run's last status."""
+    outputs = plan.spec.rucio_outputs
+    if outputs:
         job.update_run(current_step="stage-out", current_command=None)
         try:
             staging.stage_out(
-                sessions,
-                owner,
-                ws,
-                spec.rucio_outputs,
+                job.sessions,
+                plan.owner,
+                plan.ws,
+                outputs,
                 staging.provenance(plan.label, plan.digest, staged),
                 plan.label,
-                configured=known,
+                configured=job.settings.rucio_instances_file(),
             )
         except VREError as exc:
             job.update_run(status=FAILED, finished_at=utcnow(), error=f"stage-out: {exc.message}")
