@@ -84,7 +84,9 @@ def test_input_binds_cover_a_scope_directory_or_a_single_file() -> None:
 
 def test_unknown_runtime_is_refused(tmp_path: Path) -> None:
     env = runner.StepEnvironment(tmp_path, {}, {}, tmp_path / "private")
-    assert isinstance(runner.for_settings(Settings(), env), runner.HostRunner)
+    assert isinstance(runner.for_settings(Settings(), env), runner.SandboxRunner)
+    unisolated = Settings(step_isolation="unisolated-host")
+    assert isinstance(runner.for_settings(unisolated, env), runner.HostRunner)
     with pytest.raises(Invalid, match="'apptainer' is not supported"):
         runner.for_settings(Settings(container_runtime="apptainer"), env)
 

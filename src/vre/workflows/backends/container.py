@@ -28,6 +28,7 @@ from pathlib import Path
 
 from vre.config import Settings
 from vre.errors import Invalid
+from vre.workflows.backends.sandbox import StepUser, step_user
 
 
 class ImageUnavailable(Invalid):
@@ -43,6 +44,7 @@ class Podman:
     run_options: list[str]
     pull_timeout: float  # VRE_IMAGE_PULL_TIMEOUT
     timeout: float  # VRE_PODMAN_TIMEOUT: every other podman command
+    user: StepUser | None = None  # who a step is when podman runs as root
     _images: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -57,6 +59,7 @@ class Podman:
             shlex.split(settings.container_options),
             settings.image_pull_timeout,
             settings.podman_timeout,
+            step_user(settings.step_user),
         )
 
     def _podman(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
@@ -112,11 +115,14 @@ class Podman:
         secrets come from ``env_file``."""
         argv = [self.executable, *self.global_options, "run", "--rm", "--name", name]
         argv += ["--pull", "never", "--workdir", str(workspace)]
+        if self.user is not None:  # rootful podman: the step is never root on the host
+            argv += ["--user", f"{self.user.uid}:{self.user.gid}"]
+        argv += ["--cap-drop", "all", "--security-opt", "no-new-privileges"]
         for key, value in sorted((labels or {}).items()):
             argv += ["--label", f"{key}={value}"]
-        argv += ["--volume", f"{workspace}:{workspace}:rw"]
+        argv += ["--volume", f"{workspace}:{workspace}:rw,nosuid,nodev"]
         for path in sorted(set(binds)):
-            argv += ["--volume", f"{path}:{path}:ro"]
+            argv += ["--volume", f"{path}:{path}:ro,nosuid,nodev"]
         for key, value in sorted(env.items()):
             argv += ["--env", f"{key}={value}"]
         if env_file is not None:

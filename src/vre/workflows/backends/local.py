@@ -6,6 +6,7 @@ secret values masked; the last lines of stderr are kept for the run's status.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import signal
@@ -29,11 +30,47 @@ class Outcome:
     stopped: bool = False
 
 
+CHUNK = 64 * 1024  # the most of one output line held at once: a 200 MB line streams
+
+
 def mask(line: str, secrets: list[str]) -> str:
     for value in secrets:
         if value:
             line = line.replace(value, "***")
     return line
+
+
+class Masker:
+    """Masks secrets in a stream read in pieces of at most ``CHUNK`` bytes.
+
+    A piece that ends mid-line keeps its last ``longest - 1`` characters back until the
+    next piece: a secret split across two pieces is still masked whole."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self.secrets = secrets
+        self.keep = max((len(s) for s in secrets), default=1) - 1
+        self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self.carry = ""
+
+    def feed(self, raw: bytes) -> str:
+        text = mask(self.carry + self.decoder.decode(raw), self.secrets)
+        if text.endswith("\n") or self.keep == 0:
+            self.carry = ""
+            return text
+        self.carry = text[-self.keep :]
+        return text[: -self.keep]
+
+    def close(self) -> str:
+        text = mask(self.carry + self.decoder.decode(b"", final=True), self.secrets)
+        self.carry = ""
+        return text
+
+
+def open_log(log: Path) -> IO[str]:
+    """Append to a step's log, never through a link planted under its name."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    return open(os.open(log, flags, 0o600), "a", encoding="utf-8", errors="replace")
 
 
 def run_command(
@@ -52,11 +89,10 @@ def run_command(
 
     ``argv`` replaces the plain ``bash -c command`` (a container runtime's command line);
     ``on_kill`` runs after a stop or timeout killed it (to remove a container)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
     hidden = sorted(secrets or [], key=len, reverse=True)
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     lock = threading.Lock()
-    with open(log, "a", encoding="utf-8", errors="replace") as out:
+    with open_log(log) as out:
         out.write(f"$ {mask(command, hidden)}\n")
         out.flush()
         process = subprocess.Popen(
@@ -69,13 +105,18 @@ def run_command(
         )
 
         def pump(stream: IO[bytes], keep: bool) -> None:
-            for raw in iter(stream.readline, b""):
-                line = mask(raw.decode("utf-8", "replace"), hidden)
+            masker = Masker(hidden)
+            for raw in iter(lambda: stream.readline(CHUNK), b""):
+                piece = masker.feed(raw)
                 with lock:
-                    out.write(line)
+                    out.write(piece)
                     out.flush()
-                if keep:
-                    tail.append(line.rstrip("\n"))
+                if keep and piece.strip():
+                    tail.append(piece.rstrip("\n")[-500:])
+            rest = masker.close()
+            if rest:
+                with lock:
+                    out.write(rest)
 
         readers = [
             threading.Thread(target=pump, args=(process.stdout, False), daemon=True),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from vre.config import Settings
 from vre.errors import Invalid
-from vre.workflows.backends import local
+from vre.workflows.backends import local, sandbox
 from vre.workflows.backends.container import (
     DEPLOYMENT,
     WORKER,
@@ -24,11 +26,17 @@ from vre.workflows.backends.container import (
     container_name,
     input_binds,
 )
+from vre.workflows.workspace import LOGS
 
 HOST = "host"
+SANDBOX_NOTE = (
+    "steps ran in the host environment, each in a sandbox of its own (bubblewrap: its"
+    " workspace and inputs only, an unprivileged user, no network); no container runtime"
+    " is configured (each step's environment is recorded)"
+)
 HOST_NOTE = (
-    "steps ran in the host environment: no container runtime is configured"
-    " (each step's environment is recorded)"
+    "steps ran UNISOLATED in the host environment with the worker's rights"
+    " (VRE_STEP_ISOLATION=unisolated-host; each step's environment is recorded)"
 )
 SUPPORTED = ("podman",)
 SECRET_FILES = "files"  # under StepEnvironment.private; the only part a container sees
@@ -112,15 +120,56 @@ class _Runner:
         )
 
 
+def _host_environment(environment: StepEnvironment) -> dict[str, str]:
+    base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
+    # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
+    base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
+    return {**base, **environment.variables, **environment.secrets}
+
+
+class SandboxRunner(_Runner):
+    """The default: each command in a bubblewrap sandbox (see ``sandbox``)."""
+
+    note = SANDBOX_NOTE
+
+    def __init__(self, environment: StepEnvironment, settings: Settings) -> None:
+        super().__init__(environment)
+        user = sandbox.step_user(settings.step_user)
+        # Each staged file on its own: the step's user reads files (stored 0444), and the
+        # directories above them on the RSE are the operator's to open or not.
+        read_only = sorted({Path(target) for _, target, _ in environment.links})
+        files = environment.private / SECRET_FILES
+        if files.is_dir():
+            read_only.append(files)
+            sandbox.hand_over(files, user)
+        logs = protect_logs(environment.workspace)
+        sandbox.hand_over(environment.workspace, user, keep=logs)
+        self.sandbox = sandbox.Sandbox(
+            sandbox.executable(settings.sandbox_executable),
+            environment.workspace,
+            [*read_only, logs],
+            user,
+        )
+        self.env = _host_environment(environment)
+
+    def prepare(self, image: str | None) -> str:
+        return HOST
+
+    def launch(self, command: str, name: str) -> Launch:
+        return Launch(self.env, self.sandbox.argv(command))
+
+
 class HostRunner(_Runner):
+    """Unisolated: a step has the worker's rights and view of the host. Only an operator's
+    explicit choice (``VRE_STEP_ISOLATION=unisolated-host``) for a single trusted user."""
+
     note = HOST_NOTE
 
     def __init__(self, environment: StepEnvironment) -> None:
         super().__init__(environment)
-        base = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ") if k in os.environ}
-        # The platform's own interpreter first: `python` in a step finds what the VRE runs on.
-        base["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), base.get("PATH", "")])
-        self.env = {**base, **environment.variables, **environment.secrets}
+        self.env = _host_environment(environment)
+        # A link into a replica would let a step with the worker's rights rewrite it.
+        copy_inputs(environment)
 
     def prepare(self, image: str | None) -> str:
         return HOST
@@ -142,8 +191,13 @@ class ContainerRunner(_Runner):
         self.podman, self.labels = podman, labels
         self.image: str | None = None
         self.binds = input_binds(environment.links)
-        if (environment.private / SECRET_FILES).is_dir():
-            self.binds.append(environment.private / SECRET_FILES)
+        files = environment.private / SECRET_FILES
+        if files.is_dir():
+            self.binds.append(files)
+            sandbox.hand_over(files, podman.user)
+        logs = protect_logs(environment.workspace)
+        sandbox.hand_over(environment.workspace, podman.user, keep=logs)
+        self.binds.append(logs)
         # Podman runs on the host with the worker's rights: its environment is the
         # operator's, never a user's (a secret named CONTAINERS_CONF or LD_PRELOAD would
         # reconfigure it). Secrets reach the container through an env file only.
@@ -171,7 +225,31 @@ class ContainerRunner(_Runner):
         return Launch(self.process_env, argv, lambda: self.podman.remove(name))
 
 
-Runner = HostRunner | ContainerRunner
+Runner = SandboxRunner | HostRunner | ContainerRunner
+
+
+def protect_logs(workspace: Path) -> Path:
+    """The step logs' directory, made by the worker and bound read-only over itself in
+    every sandbox and container: a step can neither rewrite its logs nor swap the
+    directory for a link that would make the worker append to a file elsewhere."""
+    logs = workspace / LOGS
+    for part in (workspace / ".vre", logs):
+        if part.is_symlink() or (part.exists() and not part.is_dir()):
+            part.unlink()
+    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return logs
+
+
+def copy_inputs(environment: StepEnvironment) -> None:
+    """Replace each stage-in link by a private copy of the replica's bytes."""
+    for rel, target, _ in environment.links:
+        place = environment.workspace / rel
+        fresh = place.with_name(f".{place.name}.{secrets.token_hex(4)}.copy")
+        with open(target, "rb") as source:
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as copy:
+                shutil.copyfileobj(source, copy, 1024 * 1024)
+        os.replace(fresh, place)
 
 
 def _write_env_file(environment: StepEnvironment) -> Path | None:
@@ -196,7 +274,9 @@ def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:
     """The runner the operator configured; raises ``Invalid`` for a runtime we lack."""
     runtime = settings.container_runtime.strip()
     if runtime in ("", "none", HOST):
-        return HostRunner(environment)
+        if settings.step_isolation == "unisolated-host":
+            return HostRunner(environment)
+        return SandboxRunner(environment, settings)
     if Path(runtime).name not in SUPPORTED:
         raise Invalid(
             f"container runtime {runtime!r} is not supported: set VRE_CONTAINER_RUNTIME"

@@ -117,6 +117,14 @@ def _environment(
     return runner.StepEnvironment(ws, variables, hidden, private)
 
 
+def _hidden(secrets: list[Secret]) -> list[str]:
+    """What logs and statuses mask: every secret whole, and each line of a secret of
+    several lines (output arrives line by line); longest first, so none leaks in part."""
+    values = {s.value for s in secrets if s.value}
+    values |= {line for s in secrets for line in s.value.splitlines() if line.strip()}
+    return sorted(values, key=len, reverse=True)
+
+
 @dataclass
 class _Plan:
     """What a claimed run executes, read once from the database."""
@@ -149,8 +157,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
             run.worker or "",
         )
         secrets = list(session.scalars(select(Secret).where(Secret.account_id == run.account_id)))
-    lines = {line for s in secrets for line in s.value.splitlines() if len(line) >= 4}
-    hidden = sorted(lines, key=len, reverse=True)  # longest first: no partial leaks
+    hidden = _hidden(secrets)
     private = Path(tempfile.mkdtemp(prefix=f"{leftovers.secrets_prefix(settings)}{run_id}-"))
     held = runs.lease(plan.worker, settings.run_lease)
     job = _Execution(sessions, run_id, settings, held)
@@ -266,7 +273,8 @@ def _stage_out(job: _Execution, plan: _Plan, staged: list[staging.Staged]) -> st
 
 
 def execute_safely(sessions: sessionmaker[Session], run_id: int, settings: Settings) -> str:
-    """Like ``execute``, but an internal error fails the run instead of leaving it running."""
+    """Like ``execute``, but an internal error fails the run and its running step instead
+    of leaving them running; the message names no server path (the worker's log has it)."""
     with transaction(sessions) as session:
         claimed_as = session.scalar(select(Run.worker).where(Run.id == run_id)) or ""
     try:
@@ -274,10 +282,18 @@ def execute_safely(sessions: sessionmaker[Session], run_id: int, settings: Setti
     except Exception as exc:
         log.exception("run %s failed inside the VRE", run_id)
         held = runs.lease(claimed_as, settings.run_lease).held_where([run_id])
+        error = (
+            f"internal error in the VRE ({type(exc).__name__});"
+            " the operator's worker log has the details"
+        )
         with transaction(sessions) as session:
-            session.execute(  # unless the run ended or went to another claim meanwhile
-                update(Run)
-                .where(*held)
-                .values(status=FAILED, finished_at=utcnow(), error=f"internal error: {exc}")
-            )
+            failed = session.execute(  # unless the run ended or went to another claim meanwhile
+                update(Run).where(*held).values(status=FAILED, finished_at=utcnow(), error=error)
+            ).rowcount  # type: ignore[attr-defined]
+            if failed:
+                session.execute(
+                    update(RunStep)
+                    .where(RunStep.run_id == run_id, RunStep.status == RUNNING)
+                    .values(status=FAILED, finished_at=utcnow())
+                )
         return FAILED

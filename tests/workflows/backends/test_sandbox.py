@@ -1,0 +1,106 @@
+"""The sandbox's parts on their own: who a step is, what is handed to it, how its output
+is masked and where its log is written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vre.config import Settings
+from vre.errors import Invalid
+from vre.workflows.backends import local, runner, sandbox
+
+
+def test_step_user_is_never_root() -> None:
+    assert sandbox.StepUser.parse("nobody").uid == 65534
+    assert sandbox.StepUser.parse("1234:99") == sandbox.StepUser(1234, 99)
+    for bad in ("root", "0", "1000:0", "no-such-user-here"):
+        with pytest.raises(Invalid):
+            sandbox.StepUser.parse(bad)
+
+
+def test_hand_over_never_follows_links_nor_gives_away_linked_files(tmp_path: Path) -> None:
+    outside = tmp_path / "shadow"
+    outside.write_text("root's")
+    ws = tmp_path / "ws"
+    (ws / "results").mkdir(parents=True)
+    (ws / "results/mine.txt").write_text("mine")
+    os.link(outside, ws / "results/hard")
+    (ws / "results/soft").symlink_to(outside)
+    logs = runner.protect_logs(ws)
+    (logs / "000-step.log").write_text("log")
+    user = sandbox.StepUser(65534, 65534)
+    sandbox.hand_over(ws, user, keep=logs)
+    assert (ws / "results/mine.txt").stat().st_uid == 65534
+    assert (ws / "results").stat().st_uid == 65534
+    assert outside.stat().st_uid == 0  # neither the hard link nor the symlink moved it
+    assert (ws / "results/soft").lstat().st_uid == 65534
+    assert logs.stat().st_uid == 0 and (logs / "000-step.log").stat().st_uid == 0
+
+
+def test_protect_logs_replaces_a_planted_link(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (ws / ".vre").symlink_to(tmp_path / "elsewhere")
+    logs = runner.protect_logs(ws)
+    assert logs.is_dir() and not (ws / ".vre").is_symlink()
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_log_is_never_written_through_a_link(tmp_path: Path) -> None:
+    target = tmp_path / "passwd"
+    target.write_text("keep")
+    log = tmp_path / "logs/000-x.log"
+    log.parent.mkdir()
+    log.symlink_to(target)
+    with pytest.raises(OSError):
+        local.open_log(log)
+    assert target.read_text() == "keep"
+
+
+def test_masking_holds_across_pieces_of_one_long_line() -> None:
+    secret = "s3cr3t-value"
+    masker = local.Masker([secret, "x"])
+    text = "a" * 10 + "s3cr3" + "t-value" + "b" * 5 + "x"
+    pieces = [text[:13].encode(), text[13:].encode()]
+    out = "".join(masker.feed(p) for p in pieces) + masker.close()
+    assert secret not in out and out == "a" * 10 + "***" + "b" * 5 + "***"
+
+
+def test_a_long_line_streams_into_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    command = "head -c 3000000 /dev/zero | tr '\\0' a; echo; echo done"
+    outcome = local.run_command(
+        command, cwd=tmp_path, log=log, env={"PATH": "/usr/bin:/bin"}, timeout=30,
+        should_stop=lambda: False, secrets=["aaaa"],
+    )  # fmt: skip
+    assert outcome.exit_code == 0
+    _, output, last = log.read_text().splitlines()
+    assert output == "***" * 750_000  # masked whole, though it arrived in 64 KiB pieces
+    assert last == "done"
+
+
+def test_unisolated_host_copies_staged_inputs(tmp_path: Path) -> None:
+    replica = tmp_path / "rse/s/ab/cd/f.txt"
+    replica.parent.mkdir(parents=True)
+    replica.write_text("bytes")
+    replica.chmod(0o444)
+    ws = tmp_path / "ws"
+    (ws / "inputs/s").mkdir(parents=True)
+    (ws / "inputs/s/f.txt").symlink_to(replica)
+    env = runner.StepEnvironment(ws, {}, {}, tmp_path / "private")
+    env.links = [("inputs/s/f.txt", str(replica), True)]
+    runner.for_settings(Settings(step_isolation="unisolated-host"), env)
+    staged = ws / "inputs/s/f.txt"
+    assert not staged.is_symlink() and staged.read_text() == "bytes"
+    staged.write_text("changed")
+    assert replica.read_text() == "bytes"
+
+
+def test_a_missing_bubblewrap_is_a_clear_error(tmp_path: Path) -> None:
+    env = runner.StepEnvironment(tmp_path, {}, {}, tmp_path / "private")
+    with pytest.raises(Invalid, match=r"bubblewrap \(bwrap\) is not installed"):
+        runner.for_settings(Settings(sandbox_executable="/nonexistent/bwrap"), env)
