@@ -7,11 +7,13 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 PORT ?= 8080
+# What the VRE itself needs on the host: bubblewrap builds every step's sandbox.
+RUNTIME_DEBS := bubblewrap
 # Debian packages the tests start as real servers (XRootD) or use as clients.
-DEBS := xrootd-server xrootd-client nginx libnginx-mod-http-dav-ext openssl podman runc busybox-static
+DEBS := $(RUNTIME_DEBS) xrootd-server xrootd-client nginx libnginx-mod-http-dav-ext openssl podman runc busybox-static
 PG_CLUSTER = $(shell ls /etc/postgresql 2>/dev/null | head -n1)
 
-.PHONY: up install clients test lint system-deps postgres bench clean
+.PHONY: up install clients test lint runtime-deps system-deps postgres bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,8 +41,11 @@ $(RUCIO_SERVER)/.installed: $(UV)
 
 clients: $(CLIENTS)/.installed $(RUCIO_SERVER)/.installed
 
-up: install
+up: install runtime-deps
 	$(VENV)/bin/vre up --demo --port $(PORT)
+
+runtime-deps:
+	@$(MAKE) --no-print-directory system-deps DEBS="$(RUNTIME_DEBS)"
 
 system-deps:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

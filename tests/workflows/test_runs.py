@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from vre.config import Settings
@@ -16,7 +16,7 @@ from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.workflows import engines, runs, secrets, workspace
-from vre.workflows.models import FAILED, FINISHED, STOPPED, Run
+from vre.workflows.models import FAILED, FINISHED, RUNNING, STOPPED, Run, RunStep
 
 SPEC = """
 version: 0.9.0
@@ -256,3 +256,20 @@ def test_a_run_whose_worker_died_fails_and_can_be_restarted(sessions, alice, set
     with transaction(sessions) as session:
         runs.start(session, alice, label, restart_from="")
     assert execute_next(sessions, settings) == FINISHED
+
+
+def test_an_internal_error_fails_the_run_and_its_step(sessions, alice, settings) -> None:  # type: ignore[no-untyped-def]
+    label = new_run(sessions, alice, settings.home)
+    ws = Path(state(sessions, alice, label).workspace)
+    (workspace.log_path(ws, 0, "prepare") / "in-the-way").mkdir(parents=True)  # not a file
+    with transaction(sessions) as session:
+        runs.start(session, alice, label)
+    assert execute_next(sessions, settings) == FAILED
+    run = state(sessions, alice, label)
+    assert run.status == FAILED and "internal error" in (run.error or "")
+    assert str(settings.home) not in (run.error or "")  # no server path in what users see
+    with transaction(sessions) as session:
+        statuses = session.scalars(
+            select(RunStep.status).where(RunStep.run_id == run.id).order_by(RunStep.index)
+        ).all()
+    assert statuses[0] == FAILED and RUNNING not in statuses  # nothing is left running

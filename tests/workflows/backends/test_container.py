@@ -112,6 +112,22 @@ def test_steps_run_in_their_image_with_the_workspace_bound(  # type: ignore[no-u
     assert podman_store.containers() == []  # --rm: nothing left behind
 
 
+def test_a_container_step_is_unprivileged_and_leaves_no_setuid_root_file(  # type: ignore[no-untyped-def]
+    sessions, alice, podman_store: PodmanStore, tmp_path
+) -> None:
+    settings = podman_store.settings(home=tmp_path / "home", step_timeout=60)
+    commands = [
+        'test "$(id -u)" != 0',  # rootful podman, yet the step is not root
+        "mkdir -p results && cp /bin/busybox results/sb && chmod 4755 results/sb",
+        "! touch /bin/planted 2>/dev/null",  # the image's files are not its to change
+        "! echo x > .vre/logs/000-step.log 2>/dev/null",  # nor its own log
+    ]
+    _, run = run_spec(sessions, alice, settings, spec(commands, podman_store.image))
+    assert run.status == FINISHED, run.error
+    planted = (Path(run.workspace) / "results/sb").stat()
+    assert planted.st_uid != 0 and planted.st_gid != 0  # setuid, but never root's
+
+
 def test_a_failing_command_in_a_container_fails_the_run(  # type: ignore[no-untyped-def]
     sessions, alice, podman_store: PodmanStore, tmp_path
 ) -> None:
