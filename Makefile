@@ -73,6 +73,7 @@ bench: install system-deps postgres
 	$(VENV)/bin/python bench/transfers.py
 	$(VENV)/bin/python bench/workflows.py
 	$(VENV)/bin/python bench/containers.py
+	$(VENV)/bin/python bench/isolation.py
 
 clean:
 	rm -rf $(VENV) $(CLIENTS) $(TOOLS) .pytest_cache .ruff_cache
