@@ -28,7 +28,7 @@ from pathlib import Path
 from vre.errors import Invalid
 
 # System files a step may read. /etc is not bound whole: only what programs need to run.
-SYSTEM = ("/usr", "/opt")
+SYSTEM = ("/usr",)
 TOP_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC = (
     "alternatives",
