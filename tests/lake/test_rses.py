@@ -211,13 +211,13 @@ def test_options(
         rses.add(session, root, "PLAIN", "http://127.0.0.1:8080/dav")
     with transaction(sessions) as session:
         rse = rses.get(session, "S3")
-        assert rse.options == S3_OPTIONS  # stored for the storage layer
+        assert rses.opened_options(rse) == S3_OPTIONS  # stored (sealed) for the storage layer
         assert rses.option_keys(rse) == ["endpoint_url", "key", "secret"]
         assert rses.option_keys(rses.get(session, "PLAIN")) == []
-        assert rses.get(session, "DAV").options == {"verify": "false"}
+        assert rses.opened_options(rses.get(session, "DAV")) == {"verify": "false"}
         rses.set_options(session, root, "S3", {**S3_OPTIONS, "secret": "rotated", "region": "x"})
     with transaction(sessions) as session:
-        assert rses.get(session, "S3").options["secret"] == "rotated"
+        assert rses.opened_options(rses.get(session, "S3"))["secret"] == "rotated"
         assert rses.option_keys(rses.get(session, "S3")) == [
             "endpoint_url",
             "key",
@@ -240,7 +240,7 @@ def test_options(
             call(session)
     with transaction(sessions) as session:
         assert [r.name for r in rses.list_all(session)] == ["DAV", "PLAIN", "S3"]
-        assert rses.get(session, "S3").options["secret"] == "rotated"  # nothing changed
+        assert rses.opened_options(rses.get(session, "S3"))["secret"] == "rotated"  # unchanged
         rses.set_options(session, root, "S3", {})
     with transaction(sessions) as session:
         assert rses.get(session, "S3").options == {}

@@ -8,8 +8,10 @@
 - ``s3://bucket/path`` through s3fs (endpoint and credentials in the RSE's options).
 
 Per-RSE options are strings set by an admin (they may hold secrets); they are checked
-here and turned into fsspec arguments when a filesystem is built. Filesystems are cached
-per (scheme, host, options), so a client is not created per file.
+here and turned into fsspec arguments when a filesystem is built. The catalogue keeps
+them sealed (``vre.sealing``): ``filesystem`` opens them, the one place that needs them
+in plain text. Filesystems are cached per (scheme, host, options), so a client is not
+created per file.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import urlsplit
 import fsspec
 from fsspec import AbstractFileSystem
 
+from vre import sealing
 from vre.errors import Invalid
 
 WEBDAV = {"davs": "https", "https": "https", "dav": "http", "http": "http"}
@@ -210,20 +213,24 @@ def split(url: str) -> tuple[str, str, str]:
 def filesystem(
     url: str, options: Mapping[str, Any] | None = None
 ) -> tuple[AbstractFileSystem, str]:
-    """The (cached) filesystem for ``url`` with ``options``, and the path inside it."""
+    """The (cached) filesystem for ``url`` with ``options``, and the path inside it.
+
+    Sealed options (the catalogue's) are opened only when a filesystem is built: the
+    cache is keyed by the options as given, so a cached filesystem costs no opening."""
     scheme, netloc, path = split(url)
-    options = dict(options or {})
-    key = (scheme, netloc, json.dumps(options, sort_keys=True, default=str))
+    given = dict(options or {})
+    key = (scheme, netloc, json.dumps(given, sort_keys=True, default=str))
     with _lock:
         fs = _cache.get(key)
     if fs is None:
+        opened = sealing.open_options(given)
         if scheme in WEBDAV:
-            fs = _webdav(scheme, netloc, options)
+            fs = _webdav(scheme, netloc, opened)
         elif scheme == "s3":
-            fs = _s3(options)
+            fs = _s3(opened)
         else:
             cls = fsspec.get_filesystem_class(scheme)
-            fs = cls(**cls._get_kwargs_from_urls(url), **options)
+            fs = cls(**cls._get_kwargs_from_urls(url), **opened)
         with _lock:
             fs = _cache.setdefault(key, fs)
     if scheme in WEBDAV:

@@ -7,7 +7,7 @@ import re
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from vre import policy
+from vre import policy, sealing
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.lake import expressions, storage
@@ -40,8 +40,9 @@ def add(
 ) -> RSE:
     """A new storage element; ``options`` are protocol settings (endpoint, credentials).
 
-    Options may hold secrets: they are stored for the storage layer and never shown
-    (``option_keys`` tells which are set).
+    Options may hold secrets: they are stored sealed (``vre.sealing``), opened only
+    where a storage filesystem is built, and never shown (``option_keys`` tells which
+    are set).
     """
     policy.require(actor, "rse.manage", message="only an admin can manage RSEs")
     if not RSE_NAME.match(name or ""):
@@ -54,7 +55,7 @@ def add(
     attrs = _check_attributes(attributes or {})
     if session.scalar(select(RSE.id).where(RSE.name == name)) is not None:
         raise Conflict(f"RSE {name!r} already exists")
-    rse = RSE(name=name, prefix=prefix, options=checked)
+    rse = RSE(name=name, prefix=prefix, options=sealing.seal_options(checked))
     session.add(rse)
     session.flush()
     session.add_all(RSEAttribute(rse_id=rse.id, key=k, value=v) for k, v in attrs.items())
@@ -94,11 +95,18 @@ def option_keys(rse: RSE) -> list[str]:
     return sorted(rse.options or {})
 
 
+def opened_options(rse: RSE) -> dict[str, object]:
+    """An RSE's protocol options in plain text: for the storage layer (which opens them
+    itself when handed the stored ones) and for checks, never for an answer."""
+    return sealing.open_options(rse.options or {})
+
+
 def set_options(session: Session, actor: Account, name: str, options: dict[str, str]) -> RSE:
     """Replace all protocol options of an RSE (``{}`` clears them); admin only."""
     policy.require(actor, "rse.manage", message="only an admin can manage RSEs")
     rse = get(session, name)
-    rse.options = storage.check_options(rse.prefix, options)  # a new dict: the JSON changes
+    checked = storage.check_options(rse.prefix, options)
+    rse.options = sealing.seal_options(checked)  # a new dict: the JSON changes
     return rse
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from vre import sealing
 from vre.db import Base, UTCDateTime, utcnow
 from vre.identity.models import Account
 from vre.lake.models import BigId
@@ -88,7 +89,10 @@ class RetentionRule(Base):
 
 
 class Secret(Base):
-    """A per-account secret handed to steps; never returned by the API, never logged."""
+    """A per-account secret handed to steps; never returned by the API, never logged.
+
+    The database holds it sealed (``vre.sealing``, bound to its account and name): a
+    copy of the database, or a step that reads it, learns nothing of it."""
 
     __tablename__ = "secrets"
 
@@ -97,5 +101,22 @@ class Secret(Base):
     )
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     kind: Mapped[str] = mapped_column(String(8), default="env")  # env or file
-    value: Mapped[str] = mapped_column(Text)
+    sealed: Mapped[str] = mapped_column("value", Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def context(self) -> str:
+        return secret_context(self.account_id, self.name)
+
+    @property
+    def value(self) -> str:
+        """The plain text, opened here only: read it where a step is handed its secrets."""
+        return sealing.open(self.sealed, self.context)
+
+    def seal(self, value: str) -> None:
+        self.sealed = sealing.seal(value, self.context)
+
+
+def secret_context(account_id: int, name: str) -> str:
+    """What a sealed secret is bound to: moved to another account or name, it won't open."""
+    return f"secret {account_id} {name}"

@@ -30,15 +30,29 @@ def add(
         raise Invalid("a secret is given to steps as 'env' or 'file'")
     if len(value) > MAX_VALUE:
         raise Invalid("a secret is at most 1 MiB")
+    if kind == "env":
+        _check_variable(name, value)
     row = session.get(Secret, (actor.id, name))
     if row is not None and not overwrite:
         raise Conflict(f"secret {name!r} exists: use --overwrite")
     if row is None:
-        row = Secret(account_id=actor.id, name=name, kind=kind, value=value)
+        row = Secret(account_id=actor.id, name=name, kind=kind)
         session.add(row)
-    else:
-        row.kind, row.value = kind, value
+    row.kind = kind
+    row.seal(value)  # the database never holds the plain text
     return row
+
+
+def _check_variable(name: str, value: str) -> None:
+    """An environment variable holds one line without NUL: refused here, once, rather
+    than at every run (a container's env file cannot carry several lines)."""
+    if "\n" in value or "\r" in value:
+        raise Invalid(
+            f"secret {name} holds several lines, which an environment variable cannot"
+            f" take: add it as a file secret ('vre secret add {name} --file PATH')"
+        )
+    if "\0" in value:
+        raise Invalid(f"secret {name} holds a NUL character, which an environment cannot take")
 
 
 def names(session: Session, actor: Account) -> list[tuple[str, str]]:
