@@ -1,15 +1,23 @@
-"""DIDs: files, datasets and containers, and what is attached to what."""
+"""DIDs: files, datasets and containers, and what is attached to what.
+
+Who may see a DID is one rule (``Rights``, ``Under``): its own scope decides (policy
+``scope.read``), however it is reached. A collection shows another account only the
+members it may read; one it may not read shows nothing of what it holds, not even
+through a container above it. Listings omit the rest and say nothing of it; stage-in
+refuses instead (``replicas.list_for(..., refuse_unreadable=True)``).
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Row, Select, delete, func, select
 from sqlalchemy.orm import Session
 
-from vre import bulk
+from vre import bulk, policy
 from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
@@ -22,6 +30,7 @@ from vre.lake.models import (
     FILE,
     Attachment,
     CollectionUpdate,
+    Scope,
 )
 from vre.lake.names import check_name, check_scope, parse_pattern
 
@@ -41,6 +50,140 @@ def readable(session: Session, actor: Account, scope: str, name: str) -> DID:
 def writable(session: Session, actor: Account, scope: str, name: str) -> DID:
     scopes.writable(session, actor, scope)
     return get(session, scope, check_name(name))
+
+
+class _Scoped(Protocol):
+    @property
+    def scope(self) -> str: ...
+
+
+T = TypeVar("T", bound=_Scoped)
+
+
+@dataclass(frozen=True)
+class Rights:
+    """The scopes one account may read (``scope.read``), looked up once per request."""
+
+    scopes: frozenset[str] | None  # None: every scope (an admin)
+
+    def __call__(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
+
+    def keep(self, items: Iterable[T]) -> list[T]:
+        return [i for i in items if self(i.scope)]
+
+
+def rights(session: Session, actor: Account) -> Rights:
+    """``scope.read`` for every scope at once: one query however many DIDs are checked."""
+    if policy.is_admin(actor):
+        return Rights(None)
+    query = policy.scopes_visible_to(select(Scope.name), actor, Scope)
+    return Rights(frozenset(session.scalars(query)))
+
+
+@dataclass(frozen=True)
+class Under:
+    """What an account may see under some roots it may read: the DIDs of ``sources()``
+    whose own scope ``rights`` allows. ``reached``: the collections it may pass through
+    when a collection on the way is hidden (None when none is: the usual, fast case)."""
+
+    rights: Rights
+    roots: Sequence[int] | Select[Any]
+    reached: frozenset[int] | None
+
+    def sources(self) -> list[Any]:
+        """Id queries whose union holds every candidate DID (the roots included)."""
+        if self.reached is None:
+            return [descendant_ids(self.roots)]
+        return [
+            select(DID.id).where(DID.id.in_(self.roots)),
+            select(Attachment.child_id).where(Attachment.parent_id.in_(self.roots)),
+            *(
+                select(Attachment.child_id).where(Attachment.parent_id.in_(chunk))
+                for chunk in bulk.chunks(sorted(self.reached))
+            ),
+        ]
+
+
+def under(session: Session, actor: Account, roots: Sequence[int] | Select[Any]) -> Under:
+    """Who sees what below ``roots``. Datasets hold files only, so only containers can
+    hide a collection: no query at all unless a root is a container, then one over the
+    containers (never the files), and a walk that stops at collections one may not read."""
+    seen = rights(session, actor)
+    if seen.scopes is None:
+        return Under(seen, roots, None)
+    start = select(DID.id).where(DID.id.in_(roots), DID.type == CONTAINER)
+    tops = set(session.scalars(start))
+    if not tops:
+        return Under(seen, roots, None)
+    down = start.cte("containers", recursive=True)
+    step = (
+        select(Attachment.child_id)
+        .join(down, Attachment.parent_id == down.c.id)
+        .join(DID, DID.id == Attachment.child_id)
+        .where(DID.type == CONTAINER)
+    )
+    tree = down.union(step)
+    edges: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for parent, child, scope in session.execute(
+        select(Attachment.parent_id, Attachment.child_id, DID.scope)
+        .join(DID, DID.id == Attachment.child_id)
+        .where(Attachment.parent_id.in_(select(tree.c.id)))
+    ):
+        edges[parent].append((child, scope))
+    if all(seen(scope) for children in edges.values() for _, scope in children):
+        return Under(seen, roots, None)
+    reached, todo = set(tops), list(tops)
+    while todo:
+        for child, scope in edges.get(todo.pop(), ()):
+            if child not in reached and seen(scope):
+                reached.add(child)
+                todo.append(child)
+    return Under(seen, roots, frozenset(reached))
+
+
+def visible(session: Session, seen: Under, query: Select[Any]) -> list[DID]:
+    """The DIDs of ``query`` (ordered by scope and name) that ``seen`` shows, no repeats."""
+    found: dict[int, DID] = {}
+    sources = seen.sources()
+    for source in sources:
+        for did in session.scalars(query.where(DID.id.in_(source))):
+            if did.id not in found and seen.rights(did.scope):
+                found[did.id] = did
+    if len(sources) == 1:
+        return list(found.values())  # in the query's order
+    return sorted(found.values(), key=lambda d: (d.scope, d.name))
+
+
+def files_for(session: Session, actor: Account, dids: Sequence[DID]) -> list[DID]:
+    """``files_of`` as ``actor`` may see them (what a rule of ``actor`` covers)."""
+    if not dids:
+        return []
+    seen = under(session, actor, [d.id for d in dids])
+    return visible(session, seen, select(DID).where(DID.type == FILE).order_by(DID.scope, DID.name))
+
+
+def contents_for(session: Session, actor: Account, parent: DID) -> list[DID]:
+    """A collection's content as ``actor`` may see it: members it may not read are left
+    out, and nothing says they are there."""
+    return rights(session, actor).keep(contents(session, parent))
+
+
+def lengths_for(session: Session, actor: Account, ids: Sequence[int]) -> dict[int, int]:
+    """``child_counts`` of the members ``actor`` may see (a length must not reveal more)."""
+    if not ids:
+        return {}
+    seen = rights(session, actor)
+    lengths: dict[int, int] = defaultdict(int)
+    for parent, scope, count in session.execute(
+        select(Attachment.parent_id, DID.scope, func.count())
+        .join(DID, DID.id == Attachment.child_id)
+        .where(Attachment.parent_id.in_(ids))
+        .group_by(Attachment.parent_id, DID.scope)
+    ):
+        if seen(scope):
+            lengths[parent] += count
+    return dict(lengths)
 
 
 def add_collection(
@@ -192,8 +335,17 @@ def detach(
     parent_name: str,
     children: Sequence[tuple[str, str]],
 ) -> int:
+    """Detach children, also of scopes the actor may no longer read (the collection is
+    theirs). For those, a missing DID is "not attached" too: no answer tells another
+    account whether a private DID exists."""
     parent = writable(session, actor, parent_scope, parent_name)
-    found = find_all(session, children)
+    found = find_many(session, children)
+    seen = rights(session, actor)
+    for scope, name in children:
+        if (scope, name) not in found:
+            if seen(scope):
+                raise NotFound(f"DID {scope}:{name} does not exist")
+            raise NotFound(f"{scope}:{name} is not attached to {parent_scope}:{parent_name}")
     ids = [d.id for d in found.values()]
     attached = set(
         session.scalars(
@@ -283,20 +435,18 @@ def list_dids(
         else:
             conditions.append(DID.name == name_pattern)
     matched = select(DID.id).where(*conditions)
-    ids: Any = descendant_ids(matched) if recursive else matched
-    query = select(DID).where(DID.id.in_(ids))
+    query = select(DID)
     if kind == "collection":
         query = query.where(DID.type.in_((DATASET, CONTAINER)))
     elif kind in DID_TYPES:
         query = query.where(DID.type == kind)
-    query = query.order_by(DID.scope, DID.name)
     if not recursive:
+        query = query.where(DID.id.in_(matched)).order_by(DID.scope, DID.name)
         return list(session.scalars(query.limit(limit) if limit else query))
-    # Contents may live in other scopes: keep what the actor may read. Filtering here,
-    # not in SQL, keeps PostgreSQL's planner off a nested loop over the recursive CTE.
-    readable_scopes = {s.name for s, _ in scopes.list_visible(session, actor)}
-    visible = [d for d in session.scalars(query) if d.scope in readable_scopes]
-    return visible[:limit] if limit else visible
+    # Contents may live in other scopes: keep what the actor may see (``under``). Filtering
+    # in Python, not SQL, keeps PostgreSQL's planner off a nested loop over the recursive CTE.
+    shown = visible(session, under(session, actor, matched), query.order_by(DID.scope, DID.name))
+    return shown[:limit] if limit else shown
 
 
 def _more(count: int) -> str:

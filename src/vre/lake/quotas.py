@@ -1,7 +1,12 @@
 """Quotas per account and RSE, and the usage that rule locks add up to.
 
 No quota row means no limit (the laptop default); an admin sets limits where
-storage is shared. Usage counts the bytes of every lock an account's rules hold.
+storage is shared, admins' own accounts included (no account is exempt by role).
+Usage counts the bytes of every lock an account's rules hold.
+
+Every replica the catalogue learns of is held by a lock, and every lock is placed through
+``charge`` (rules placing locks, an upload's rule, a bulk registration's rules): one check,
+whatever path brings the bytes. Transfers and repairs only fill locks already charged.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from vre import policy
-from vre.db import is_postgres
+from vre.db import is_postgres, take_write_lock
 from vre.errors import Invalid, QuotaExceeded
 from vre.identity import accounts
 from vre.identity.models import Account
@@ -108,6 +113,26 @@ def require(session: Session, account_id: int, needed: dict[int, int]) -> None:
                 f"quota exceeded on {name}: limit {limits[rse_id]} bytes,"
                 f" {used.get(rse_id, 0)} used, {want} more needed"
             )
+
+
+def hold(session: Session, rse_ids: Iterable[int]) -> None:
+    """Take the RSE rows (PostgreSQL, in id order, ``FOR NO KEY UPDATE``; SQLite: its one
+    write lock): placements on them wait for each other, so two never pass one quota
+    check on the same usage (see ``rules._hold_rses``)."""
+    take_write_lock(session)
+    query = select(RSE.id).where(RSE.id.in_(sorted(rse_ids))).order_by(RSE.id)
+    session.execute(query.with_for_update(key_share=True))
+
+
+def charge(session: Session, account_id: int, usage: dict[int, tuple[int, int]]) -> None:
+    """Count new locks' (bytes, files) per RSE on the account, refusing (``QuotaExceeded``,
+    nothing counted) what would not fit. The RSE rows are held first (a no-op when the
+    caller holds them already, as rule placement does)."""
+    if not usage:
+        return
+    hold(session, usage)
+    require(session, account_id, {rse_id: size for rse_id, (size, _) in usage.items()})
+    add_usage(session, account_id, usage)
 
 
 def add_usage(session: Session, account_id: int, deltas: dict[int, tuple[int, int]]) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from vre import policy
 from vre.identity.models import Account
+from vre.lake import catalogue
 from vre.lake.models import DID, RSE
 from vre.lake.rule_models import Lock, Rule
 
@@ -45,6 +46,10 @@ def names_of(session: Session, rule: Rule) -> tuple[str, str]:
 
 
 def locks_of(session: Session, rule: Rule) -> list[dict[str, Any]]:
+    """The rule's locks on files its owner may read (``catalogue.rights``): a rule made
+    before read rights were applied to collections shows nothing more than it covers now."""
+    owner = session.get(Account, rule.account_id)
+    seen = catalogue.rights(session, owner) if owner else catalogue.Rights(frozenset())
     query = (
         select(DID.scope, DID.name, RSE.name, Lock.state, Lock.bytes)
         .join(DID, DID.id == Lock.did_id)
@@ -55,4 +60,5 @@ def locks_of(session: Session, rule: Rule) -> list[dict[str, Any]]:
     return [
         {"scope": s, "name": n, "rse": r, "state": st, "bytes": b}
         for s, n, r, st, b in session.execute(query)
+        if seen(s)
     ]

@@ -38,6 +38,7 @@ from vre.lake.rule_models import OK, QUEUED, REPLICATING, STUCK, SUBMITTED, Lock
 from vre.leases import claimable
 
 MAX_COPIES = 10
+MAX_LIFETIME = 100 * 365.25 * 86400.0  # a century, in seconds: beyond it, no expiry means it
 
 
 def add(
@@ -63,8 +64,11 @@ def add(
     did = catalogue.readable(session, actor, scope, name)
     if not 1 <= copies <= MAX_COPIES:
         raise Invalid(f"copies must be between 1 and {MAX_COPIES}")
-    if lifetime is not None and lifetime <= 0:
-        raise Invalid("lifetime must be a positive number of seconds")
+    if lifetime is not None and not 0 < lifetime <= MAX_LIFETIME:  # NaN fails too
+        raise Invalid(
+            f"lifetime must be a positive number of seconds, at most {MAX_LIFETIME:.0f}"
+            " (a century); leave it out for a rule that never expires"
+        )
     selected = rses.resolve(session, expression)
     if len(selected) < copies:
         raise Invalid(
@@ -93,7 +97,10 @@ def _rse_ids(session: Session, expression: str) -> list[int]:
 def evaluate(session: Session, rule: Rule, *, refuse_over_quota: bool = False) -> None:
     """Bring the rule's locks in line with the files its DID covers today."""
     did = session.get(DID, rule.did_id)
-    files = catalogue.files_of(session, [did]) if did is not None else []
+    owner = session.get(Account, rule.account_id)
+    # A rule covers what its owner may read: a private file in a public dataset is not
+    # copied, locked or shown for another account (and is let go if it became private).
+    files = catalogue.files_for(session, owner, [did]) if did and owner else []
     sizes = {f.id: f.bytes or 0 for f in files}
     locked: dict[int, list[int]] = defaultdict(list)
     for did_id, rse_id in session.execute(
@@ -127,8 +134,7 @@ def _hold_rses(session: Session, rse_ids: list[int]) -> None:
     for it, nor it for them. A transaction that places locks for several rules takes all
     their RSEs first (``_hold_rses_of``), so two transactions always lock in one order.
     SQLite serialises writers: callers make their transaction a writer before reading."""
-    query = select(RSE.id).where(RSE.id.in_(rse_ids)).order_by(RSE.id)
-    session.execute(query.with_for_update(key_share=True))
+    quotas.hold(session, rse_ids)
 
 
 def _hold_rses_of(session: Session, placing: Sequence[Rule]) -> None:
@@ -166,7 +172,7 @@ def _lock(session: Session, rule: Rule, file_ids: list[int], sizes: dict[int, in
             room[rse_id] -= sizes[did_id]
             chosen.append((did_id, rse_id))
     usage = quotas.tally((r, sizes[d]) for d, r in chosen)
-    quotas.require(session, rule.account_id, {r: u[0] for r, u in usage.items()})
+    quotas.charge(session, rule.account_id, usage)
     bulk.insert_rows(
         session,
         Lock.__table__,
@@ -181,7 +187,6 @@ def _lock(session: Session, rule: Rule, file_ids: list[int], sizes: dict[int, in
             for d, r in chosen
         ],
     )
-    quotas.add_usage(session, rule.account_id, usage)
     _hold(session, [(d, r) for d, r in chosen if (d, r) in present], +1)
     request_copies(session, rule, [(d, r) for d, r in chosen if present.get((d, r)) != AVAILABLE])
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vre import bulk, policy
 from vre.db import transaction, utcnow
 from vre.identity.models import Account
-from vre.lake import rules, storage
+from vre.lake import catalogue, rules, storage
 from vre.lake.models import AVAILABLE, BAD, DID, RSE, UNAVAILABLE, Replica
 from vre.lake.names import deterministic_path
 from vre.lake.rule_models import (
@@ -408,9 +408,12 @@ def list_transfers(
     if rse:
         query = query.where(RSE.name == rse)
     views = []
+    seen = catalogue.rights(session, actor)  # a transfer names its file: only readable ones
     for t, scope, name, rse_name in session.execute(
         query.order_by(Transfer.id.desc()).limit(limit)
     ):
+        if not seen(scope):
+            continue
         rate = t.bytes / t.duration / 1e6 if t.duration and t.bytes else None
         views.append(
             TransferView(
