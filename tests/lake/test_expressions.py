@@ -136,8 +136,11 @@ def test_evaluate_accepts_a_parsed_node() -> None:
 
 
 def test_long_chain_does_not_recurse_deeply() -> None:
-    expression = "|".join(["XRD_1"] * 5000)
-    assert evaluate(expression, RSES) == {"XRD_1"}
+    # Text is capped at MAX_LENGTH (tests/lake/test_expression_limits.py); a tree is not.
+    node: BinOp | Name = Name("XRD_1")
+    for _ in range(5000):
+        node = BinOp("|", node, Name("XRD_1"))
+    assert evaluate(node, RSES) == {"XRD_1"}
 
 
 @pytest.mark.parametrize(

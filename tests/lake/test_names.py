@@ -58,7 +58,8 @@ def test_invalid_scopes(scope: str) -> None:
         "..x",
         "x..",
         "a/.b/c",
-        "n" * 255,
+        "n" * 216,  # the longest part storage takes (names.MAX_COMPONENT)
+        "d" * 38 + "/" + "n" * 216,  # and the longest name
     ],
 )
 def test_valid_names(name: str) -> None:
@@ -80,6 +81,7 @@ def test_valid_names(name: str) -> None:
         "trailing/",
         "a//b",
         "n" * 256,
+        "n" * 217,  # one part longer than a file name on storage may be (with .vre-part-TAG)
         "with space",
         "co:lon",
         "star*",

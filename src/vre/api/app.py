@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from vre import __version__
-from vre.api import errors, metrics
+from vre.api import errors, limits, metrics
 from vre.api.v1 import dids, files, identity, replicas, rses, rules, runs, scopes
 from vre.config import Settings, get_settings
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
@@ -57,6 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # Outermost but for starlette's error middleware: it times every request body.
+    app.add_middleware(limits.BodyLimits, settings=settings)
+    app.state.uploads = limits.Uploads(settings)
     for module in (identity, scopes, dids, rses, replicas, files, rules, runs):
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(metrics.router)

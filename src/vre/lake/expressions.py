@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from vre.errors import ECHO, shown
+
 RSE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]*")
 ATTR_KEY = re.compile(r"[A-Za-z0-9_\-.]+")
 NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)")
@@ -19,6 +21,8 @@ _TOKEN = re.compile(r"(?P<word>[A-Za-z0-9_\-.:]+)|(?P<sym>[&|\\()*=<>])|(?P<spac
 _SET_OPS = {"&": operator.and_, "|": operator.or_, "\\": operator.sub}
 _NUM_OPS = {"<": operator.lt, ">": operator.gt}
 _MAX_DEPTH = 100  # bounds recursion so a hostile expression cannot exhaust the stack
+# The rules table's column width; a million-term expression once took 40 s to evaluate.
+MAX_LENGTH = 512
 _TRUE, _FALSE = {"true", "1"}, {"false", "0"}
 
 
@@ -32,11 +36,17 @@ class ExpressionError(ValueError):
     def _render(self) -> str:
         if self.expression is None:
             return f"{self.message} (at position {self.position})"
-        # Keep tabs so the caret lines up with what the user typed.
-        pad = "".join("\t" if c == "\t" else " " for c in self.expression[: self.position])
+        # An expression of any allowed length is shown whole under its caret; a longer
+        # one (megabytes, once) only ECHO characters around the position. Tabs are kept
+        # so the caret lines up.
+        width = len(self.expression) if len(self.expression) <= MAX_LENGTH else ECHO
+        start = max(0, min(self.position - width // 2, len(self.expression) - width))
+        window = self.expression[start : start + width]
+        pad = "".join("\t" if c == "\t" else " " for c in window[: self.position - start])
+        before, after = "..." * (start > 0), "..." * (start + width < len(self.expression))
         return (
-            f"invalid RSE expression {self.expression!r} at position {self.position}: "
-            f"{self.message}\n  {self.expression}\n  {pad}^"
+            f"invalid RSE expression {shown(self.expression)} at position {self.position}: "
+            f"{self.message}\n  {before}{window}{after}\n  {' ' * len(before)}{pad}^"
         )
 
 
@@ -45,7 +55,7 @@ class UnknownRSEError(ExpressionError):
 
     def __init__(self, name: str, position: int, expression: str | None = None) -> None:
         self.name = name
-        super().__init__(f"unknown RSE {name!r}", position, expression)
+        super().__init__(f"unknown RSE {shown(name)}", position, expression)
 
 
 # ``pos`` is excluded from equality so trees can be compared structurally in tests and caches.
@@ -86,7 +96,7 @@ class _Token:
     pos: int
 
     def describe(self) -> str:
-        return "end of expression" if self.kind == "end" else repr(self.text)
+        return "end of expression" if self.kind == "end" else shown(self.text)
 
 
 def _tokenize(expression: str) -> list[_Token]:
@@ -160,23 +170,30 @@ class _Parser:
             )
         if self.peek().text not in ("=", *_NUM_OPS):
             if not RSE_NAME.fullmatch(token.text):
-                raise self.error(f"invalid RSE name {token.text!r}", token.pos)
+                raise self.error(f"invalid RSE name {shown(token.text)}", token.pos)
             return Name(token.text, token.pos)
         key, op = token, self.take()
         if not ATTR_KEY.fullmatch(key.text):
-            raise self.error(f"invalid attribute key {key.text!r}", key.pos)
+            raise self.error(f"invalid attribute key {shown(key.text)}", key.pos)
         value = self.take()
         if value.kind != "word":
             raise self.error(
                 f"expected a value after {op.text!r}, got {value.describe()}", value.pos
             )
         if op.text != "=" and not NUMBER.fullmatch(value.text):
-            raise self.error(f"{op.text!r} needs a number, got {value.text!r}", value.pos)
+            raise self.error(f"{op.text!r} needs a number, got {shown(value.text)}", value.pos)
         return AttrCmp(key.text, op.text, value.text, key.pos)
 
 
 def parse(expression: str) -> Node:
     """Parse once so callers can validate an expression before any RSE exists."""
+    if len(expression) > MAX_LENGTH:
+        raise ExpressionError(
+            f"an RSE expression has at most {MAX_LENGTH} characters, this one has"
+            f" {len(expression)}",
+            MAX_LENGTH,
+            expression,
+        )
     return _Parser(expression).parse()
 
 

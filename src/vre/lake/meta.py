@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 
 from vre import bulk
 from vre.config import get_settings
-from vre.errors import Invalid, NotFound
+from vre.errors import Invalid, NotFound, shown
 from vre.lake.models import DID, DIDMeta
 from vre.lake.values import Value, parse_value
 
 KEY = re.compile(r"^[A-Za-z0-9_\-.]+\Z")  # its length is VRE_MAX_META_KEY_LENGTH
+MAX_FILTER_TERMS = 100
 FILTER = re.compile(r"^\s*([A-Za-z0-9_\-.]+)\s*(!=|>=|<=|=|>|<)\s*(.*?)\s*\Z")
 
 
@@ -42,11 +43,11 @@ def check(meta: dict[str, Any]) -> dict[str, Value]:
     for key, value in meta.items():
         if not KEY.match(key) or len(key) > settings.max_meta_key_length:
             raise Invalid(
-                f"invalid metadata key {key[:40]!r}: use letters, digits, '_', '-' or '.'"
+                f"invalid metadata key {shown(key, 40)}: use letters, digits, '_', '-' or '.'"
                 f" (at most {settings.max_meta_key_length} characters)"
             )
         if not isinstance(value, str | int | float | bool):
-            raise Invalid(f"metadata value of {key!r} must be a string, number or boolean")
+            raise Invalid(f"metadata value of {shown(key)} must be a string, number or boolean")
         if isinstance(value, float) and not math.isfinite(value):
             raise Invalid(f"metadata value of {key!r} must be a finite number")
         if isinstance(value, int) and abs(value) > sys.float_info.max:
@@ -97,7 +98,7 @@ def get_all(session: Session, did_id: int) -> dict[str, Value]:
 def unset(session: Session, did_id: int, key: str) -> None:
     result = session.execute(delete(DIDMeta).where(DIDMeta.did_id == did_id, DIDMeta.key == key))
     if result.rowcount == 0:  # type: ignore[attr-defined]
-        raise NotFound(f"metadata key {key!r} is not set")
+        raise NotFound(f"metadata key {shown(key)} is not set")
 
 
 @dataclass(frozen=True)
@@ -108,20 +109,28 @@ class Condition:
 
 
 def parse_filters(expression: str | None) -> list[Condition]:
-    """``key=value,key>N`` → conditions joined by AND."""
+    """``key=value,key>N`` → conditions joined by AND, at most ``MAX_FILTER_TERMS``.
+
+    Each term is a subquery; SQLite refuses a statement whose expression tree is more
+    than 1000 deep (about 500 terms), so the bound is a clear 400 well before that."""
     if not expression or not expression.strip():
         return []
+    parts = expression.split(",")
+    if len(parts) > MAX_FILTER_TERMS:
+        raise Invalid(
+            f"a metadata filter has at most {MAX_FILTER_TERMS} terms, this one has {len(parts)}"
+        )
     conditions = []
-    for part in expression.split(","):
+    for part in parts:
         match = FILTER.match(part)
         if not match or not match.group(3):
             raise Invalid(
-                f"invalid metadata filter {part.strip()!r}: expected KEY=VALUE, KEY!=VALUE,"
+                f"invalid metadata filter {shown(part.strip())}: expected KEY=VALUE, KEY!=VALUE,"
                 " KEY>N, KEY<N, KEY>=N or KEY<=N, separated by ','"
             )
         key, op, value = match.groups()
         if op in (">", "<", ">=", "<=") and _number(parse_value(value)) is None:
-            raise Invalid(f"invalid metadata filter {part.strip()!r}: {op} needs a number")
+            raise Invalid(f"invalid metadata filter {shown(part.strip())}: {op} needs a number")
         conditions.append(Condition(key, op, value))
     return conditions
 

@@ -34,7 +34,7 @@ from vre.lake.models import (
     Replica,
     Scope,
 )
-from vre.lake.names import check_name, deterministic_path
+from vre.lake.names import MAX_PATH, PART_SUFFIX, check_name, deterministic_path
 from vre.lake.replicas import same_content
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,17 @@ class _Target:
 
     def has_part(self) -> bool:
         return storage.exists(storage.part_url(self.url, self.tag), options=self.options)
+
+
+def _check_length(rse: RSE, path: str, did: str) -> None:
+    """A name valid everywhere may still be too long under a deep RSE prefix: refused
+    before any byte is written, never a storage error after the upload."""
+    full = storage.local_path(storage.join(rse.prefix, path)) or storage.join(rse.prefix, path)
+    if len(full.encode()) + PART_SUFFIX >= MAX_PATH:
+        raise Invalid(
+            f"{did} is too long for RSE {rse.name}: its path there would pass"
+            f" {MAX_PATH} bytes; choose a shorter name"
+        )
 
 
 @dataclass
@@ -107,6 +118,7 @@ def upload(
             check_name(dataset[1])
         rse = rses.get(session, rse_name)
         path = deterministic_path(scope, name)
+        _check_length(rse, path, f"{scope}:{name}")
         pending = PendingUpload(rse_id=rse.id, path=path, account_id=actor.id)
         session.add(pending)
         session.flush()

@@ -29,14 +29,10 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from string import Template
 from typing import Any
 
-import yaml
-
-from vre.errors import Invalid
 from vre.workflows.reana_schema import (
     COMPUTE_BACKENDS,
     DANGEROUS,
@@ -53,21 +49,15 @@ from vre.workflows.reana_schema import (
     WORKFLOW,
     WORKFLOW_TYPES,
 )
+from vre.workflows.spec_text import SpecError, canonical, load
 
 Doc = dict[Any, Any]
+MAX_STEPS = 1000  # steps of a serial workflow: each becomes a row and a process
 
 
 _RUCIO = re.compile(r"\s*rucio\((.*)\)\s*", re.DOTALL)
 _RUCIO_PART = re.compile(r"[^\s(),=]+")
 _PARAM_USE = re.compile(r"\$(?:\{([_A-Za-z][_A-Za-z0-9]*)\}|([_A-Za-z][_A-Za-z0-9]*))")
-
-
-class SpecError(Invalid, ValueError):
-    """An invalid specification; ``errors`` lists every problem, each naming its key path."""
-
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = list(errors)
-        super().__init__("invalid reana.yaml: " + "; ".join(self.errors))
 
 
 @dataclass
@@ -126,38 +116,24 @@ class Spec:
 
     def digest(self) -> str:
         """sha256 of the canonical JSON of ``raw``: names this exact specification in provenance."""
-        text = json.dumps(_canonical(self.raw), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(canonical(self.raw), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _canonical(value: Any) -> Any:
-    """JSON form of a YAML value (keys as text, dates in ISO) so that key sorting works."""
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_canonical(v) for v in value]
-    if isinstance(value, date):
-        return value.isoformat()
-    return value.hex() if isinstance(value, bytes) else value
 
 
 def parse(text: str, *, base_dir: str | Path | None = None) -> Spec:
     """Parse YAML text into a :class:`Spec`; raise :class:`SpecError` listing every error."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([f"invalid YAML{where}: {getattr(exc, 'problem', None) or exc}"]) from exc
-    return from_document(document, base_dir=base_dir)
+    return from_document(load(text), base_dir=base_dir)
 
 
 def from_document(document: Any, *, base_dir: str | Path | None = None) -> Spec:
-    """A :class:`Spec` from an already-loaded document (a run's stored specification)."""
+    """A :class:`Spec` from an already-loaded document (a run's stored specification).
+
+    Validation sees the document as YAML gave it (the verdict is reana-client's); the
+    Spec keeps its JSON form, which is what a run stores."""
     errors, warnings = validate(document, base_dir=base_dir)
     if errors:
         raise SpecError(errors)
-    return _build(document, warnings)
+    return _build(canonical(document), warnings)
 
 
 def _tname(value: Any) -> str:
@@ -244,7 +220,8 @@ def validate(document: Any, *, base_dir: str | Path | None = None) -> tuple[list
         _check_file_workflow(check, workflow, parameters, Path(base_dir) if base_dir else None)
     if isinstance(document.get("outputs"), dict):
         _check_entries(check, document["outputs"], "outputs")
-    retention = (document.get("workspace") or {}).get("retention_days")
+    space = document.get("workspace")
+    retention = space.get("retention_days") if isinstance(space, dict) else None
     if isinstance(retention, dict):
         if not retention:
             check.error("workspace.retention_days", "must contain at least one rule")
@@ -270,7 +247,7 @@ def _check_resources(check: _Checker, resources: Any) -> None:
         for i, repo in enumerate(cvmfs):  # REANA's pattern is anchored at the start only
             if isinstance(repo, str) and not (len(repo) <= 60 and re.match("[A-Za-z0-9]", repo)):
                 check.error(f"workflow.resources.cvmfs[{i}]", f"invalid CVMFS repository {repo!r}")
-        if len({json.dumps(_canonical(r), sort_keys=True) for r in cvmfs}) != len(cvmfs):
+        if len({json.dumps(canonical(r), sort_keys=True) for r in cvmfs}) != len(cvmfs):
             check.error("workflow.resources.cvmfs", "repositories must be unique")
 
 
@@ -329,6 +306,8 @@ def _check_serial(check: _Checker, workflow: Doc, parameters: Doc) -> None:
     if not isinstance(steps, list) or not steps:
         got = "an empty list" if steps == [] else _tname(steps)
         return check.error(f"{where}.steps", f"must be a non-empty list, got {got}")
+    if len(steps) > MAX_STEPS:  # vre-only: each step is a row and a process
+        return check.error(f"{where}.steps", f"at most {MAX_STEPS} steps, got {len(steps)}")
     used: set[str] = set()
     for i, step in enumerate(steps):
         at = f"{where}.steps[{i}]"

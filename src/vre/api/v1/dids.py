@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from vre.api.deps import Caller, unit
+from vre.api.params import MAX_INT
 from vre.lake import catalogue, meta
 from vre.lake.models import DID
 from vre.lake.names import parse_did
@@ -94,7 +95,7 @@ def list_dids(
     type: str | None = Query(default=None, description="file, dataset, container, collection"),
     filter: str | None = Query(default=None, description="metadata filter, e.g. run>100,kind=mc"),
     recursive: bool = False,
-    limit: int | None = Query(default=None, gt=0),
+    limit: int | None = Query(default=None, gt=0, le=MAX_INT),
 ) -> list[DIDOut]:
     with unit(request) as session:
         found = catalogue.list_dids(
@@ -106,7 +107,7 @@ def list_dids(
             recursive=recursive,
             limit=limit,
         )
-        lengths = catalogue.child_counts(session, [d.id for d in found if d.type != "file"])
+        lengths = catalogue.lengths_for(session, caller, [d.id for d in found if d.type != "file"])
         return [did_out(d, lengths.get(d.id, 0)) for d in found]
 
 
@@ -114,9 +115,9 @@ def list_dids(
 def show(scope: str, name: str, caller: Caller, request: Request) -> DIDDetail:
     with unit(request) as session:
         did = catalogue.readable(session, caller, scope, name)
-        content = catalogue.contents(session, did) if did.type != "file" else None
-        lengths = catalogue.child_counts(
-            session, [did.id, *[c.id for c in content or [] if c.type != "file"]]
+        content = catalogue.contents_for(session, caller, did) if did.type != "file" else None
+        lengths = catalogue.lengths_for(
+            session, caller, [did.id, *[c.id for c in content or [] if c.type != "file"]]
         )
         return DIDDetail(
             **did_out(did, lengths.get(did.id, 0)).model_dump(),

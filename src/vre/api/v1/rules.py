@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, factory, unit
+from vre.api.params import Id, Seconds, SecondsQuery, Size
 from vre.identity.models import Account
 from vre.lake import quotas, reaper, rule_views, rules, transfers
 from vre.lake.names import parse_did
@@ -23,7 +24,7 @@ class RuleIn(BaseModel):
     did: str = Field(description="SCOPE:NAME")
     rse_expression: str
     copies: int = 1
-    lifetime: float | None = Field(default=None, description="seconds")
+    lifetime: Seconds | None = None
     account: str | None = None
     comment: str = ""
 
@@ -49,7 +50,7 @@ class RuleDetail(RuleOut):
 
 
 class QuotaIn(BaseModel):
-    bytes: int = Field(ge=0)
+    bytes: Size
 
 
 def rule_out(rule: Rule, account: str, did: str) -> RuleOut:
@@ -107,7 +108,7 @@ def list_rules(
 
 
 @router.get("/rules/{rule_id}")
-def show_rule(rule_id: int, caller: Caller, request: Request) -> RuleDetail:
+def show_rule(rule_id: Id, caller: Caller, request: Request) -> RuleDetail:
     with unit(request) as session:
         out = _one(session, caller, rule_id)
         locks = rule_views.locks_of(session, rules.get(session, caller, rule_id))
@@ -115,7 +116,7 @@ def show_rule(rule_id: int, caller: Caller, request: Request) -> RuleDetail:
 
 
 @router.delete("/rules/{rule_id}")
-def delete_rule(rule_id: int, caller: Caller, request: Request) -> dict[str, int]:
+def delete_rule(rule_id: Id, caller: Caller, request: Request) -> dict[str, int]:
     with unit(request) as session:
         rules.remove(session, caller, rule_id)
         return {"deleted": rule_id}
@@ -154,9 +155,7 @@ def _retry(request: Request) -> timedelta:
 
 
 @router.get("/reaper")
-def reaper_candidates(
-    caller: Caller, request: Request, grace: float = Query(default=0.0, ge=0)
-) -> Any:
+def reaper_candidates(caller: Caller, request: Request, grace: SecondsQuery = 0.0) -> Any:
     """What the reaper would delete now (admin): the dry run."""
     with unit(request) as session:
         return [
@@ -168,7 +167,7 @@ def reaper_candidates(
 
 
 @router.post("/reaper")
-def reaper_run(caller: Caller, request: Request, grace: float = Query(default=0.0, ge=0)) -> Any:
+def reaper_run(caller: Caller, request: Request, grace: SecondsQuery = 0.0) -> Any:
     """Run one reaper pass now (admin)."""
     gone = reaper.reap_now(
         factory(request), caller, timedelta(seconds=grace), retry=_retry(request)
