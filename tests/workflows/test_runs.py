@@ -273,3 +273,9 @@ def test_an_internal_error_fails_the_run_and_its_step(sessions, alice, settings)
             select(RunStep.status).where(RunStep.run_id == run.id).order_by(RunStep.index)
         ).all()
     assert statuses[0] == FAILED and RUNNING not in statuses  # nothing is left running
+
+
+def test_a_run_keeps_its_specification_as_it_was_sent(sessions, alice, settings) -> None:  # type: ignore[no-untyped-def]
+    text = SPEC.replace("version: 0.9.0", "# my analysis, as I wrote it\nversion: 0.9.0")
+    label = new_run(sessions, alice, settings.home, text)
+    assert state(sessions, alice, label).spec_text == text

@@ -30,7 +30,10 @@ class Run(Base):
     name: Mapped[str] = mapped_column(String(128))
     number: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=CREATED, index=True)
-    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # what the engines read
+    # The specification exactly as it was sent (bounded by VRE_MAX_SPECIFICATION_SIZE, no
+    # YAML aliases): what a user, a compatibility API or provenance shows; none before 0008.
+    spec_text: Mapped[str | None] = mapped_column(Text, nullable=True)
     spec_digest: Mapped[str] = mapped_column(String(64))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     workspace: Mapped[str] = mapped_column(String(1024))

@@ -64,6 +64,7 @@ def create(session: Session, actor: Account, name: str, text: str, home: Path) -
         number=number,
         status=CREATED,
         spec=spec.raw,
+        spec_text=text,
         spec_digest=spec.digest(),
         parameters={},
         workspace=str(directory),
