@@ -47,13 +47,24 @@ POLICY: dict[str, Permission] = {
     "account.create": Permission(Who.ADMIN, "create an account"),
     "account.list": Permission(Who.ADMIN, "list every account"),
     "account.whoami": Permission(Who.ANYONE, "see one's own account"),
+    "account.password": Permission(
+        Who.OWNER, "change an account's password (the account itself gives the old one)"
+    ),
+    "account.disable": Permission(Who.ADMIN, "disable or enable another account"),
+    "account.delete": Permission(Who.ADMIN, "delete another account and revoke its tokens"),
     "token.create": Permission(Who.SELF, "create an API token"),
     "token.list": Permission(Who.SELF, "list one's tokens"),
-    "token.revoke": Permission(Who.OWNER, "revoke a token", hidden=True),
+    "token.list_other": Permission(Who.ADMIN, "list another account's tokens"),
+    "token.revoke": Permission(
+        Who.OWNER, "revoke a token and the tokens made with it", hidden=True
+    ),
     "scope.create": Permission(Who.ANYONE, "create a scope owned by oneself"),
     "scope.create_for_other": Permission(Who.ADMIN, "create a scope for another account"),
     "scope.list": Permission(Who.ANYONE, "list the scopes one can read"),
-    "scope.read": Permission(Who.SCOPE_READER, "read a scope's DIDs, metadata, replicas and bytes"),
+    "scope.read": Permission(
+        Who.SCOPE_READER,
+        "read a scope's DIDs, metadata, replicas and bytes, however they are reached",
+    ),
     "scope.write": Permission(
         Who.SCOPE_WRITER,
         "add, attach, detach, upload, set metadata or erase DIDs; make the scope public",

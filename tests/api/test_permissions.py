@@ -75,6 +75,16 @@ def probes(ids: dict[str, str]) -> dict[str, list[Probe]]:
     return {
         "account.create": [("POST", "/api/v1/accounts", {"name": "mallory", "admin": True})],
         "account.list": [("GET", "/api/v1/accounts", None)],
+        "account.password": [
+            ("PUT", "/api/v1/accounts/alice/password", {"password": "taken-over-1"}),
+            ("PUT", "/api/v1/accounts/nobody/password", {"password": "taken-over-1"}),
+        ],
+        "account.disable": [
+            ("POST", "/api/v1/accounts/alice/disable", None),
+            ("POST", "/api/v1/accounts/alice/enable", None),
+        ],
+        "account.delete": [("DELETE", "/api/v1/accounts/alice", None)],
+        "token.list_other": [("GET", "/api/v1/tokens?account=alice", None)],
         "token.revoke": [("DELETE", f"/api/v1/tokens/{token}", None)],
         "scope.create_for_other": [("POST", "/api/v1/scopes", {"name": "x", "account": "alice"})],
         "scope.read": [

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vre.db import make_engine, make_sessionmaker, migrate, transaction
 from vre.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from vre.identity import accounts
+from vre.identity import accounts, tokens
 from vre.identity.models import Account
+from vre.lake import scopes
 
 
 @pytest.mark.parametrize("name", ["carol", "c", "svc-1", "a.b_c-d", "0day", "x" * 64, "robot.prod"])
@@ -148,3 +149,91 @@ def test_bootstrap_root_with_given_password(
     assert not (home / "root-password").exists()  # nothing to print, nothing written
     with transaction(empty_sessions) as session:
         assert accounts.authenticate(session, "root", "chosen-password").is_admin
+
+
+def test_change_ones_own_password_needs_the_old_one(
+    sessions: sessionmaker[Session], alice: Account
+) -> None:
+    with transaction(sessions) as session:
+        _, used = tokens.issue(session, alice)
+        other, _ = tokens.issue(session, alice)
+    for old in (None, "", "wrong-password"):
+        with pytest.raises(Forbidden, match="old password"), transaction(sessions) as session:
+            accounts.change_password(session, alice, "alice", "new-password", old_password=old)
+    with pytest.raises(Invalid, match="too short"), transaction(sessions) as session:
+        accounts.change_password(session, alice, "alice", "short", old_password="alice-password")
+    with transaction(sessions) as session:
+        revoked = accounts.change_password(
+            session,
+            alice,
+            "alice",
+            "new-password",
+            old_password="alice-password",
+            keep_token=used.id,
+        )
+    assert revoked == 1  # every other token: whoever knew the old password is logged out
+    with transaction(sessions) as session:
+        assert [t.id for t in tokens.list_for(session, alice)] == [used.id]
+        with pytest.raises(Unauthorized):
+            tokens.resolve(session, other)
+        assert accounts.authenticate(session, "alice", "new-password").name == "alice"
+        with pytest.raises(Unauthorized):
+            accounts.authenticate(session, "alice", "alice-password")
+
+
+def test_an_admin_sets_anyones_password_and_others_cannot(
+    sessions: sessionmaker[Session], root: Account, alice: Account, bob: Account
+) -> None:
+    with transaction(sessions) as session:
+        tokens.issue(session, bob)
+        _, roots = tokens.issue(session, root)
+    with pytest.raises(Forbidden), transaction(sessions) as session:
+        accounts.change_password(session, alice, "bob", "taken-over", old_password="bob-password")
+    with pytest.raises(Forbidden), transaction(sessions) as session:
+        accounts.change_password(session, alice, "nobody", "taken-over")  # no hint either
+    with transaction(sessions) as session:
+        assert accounts.change_password(session, root, "bob", "reset-by-admin", keep_token=roots.id)
+        assert tokens.list_for(session, root, "bob") == []  # a reset revokes all bob's tokens
+        assert accounts.authenticate(session, "bob", "reset-by-admin").name == "bob"
+        assert [t.id for t in tokens.list_for(session, root)] == [roots.id]
+
+
+def test_disable_and_delete_are_an_admins_and_never_ones_own(
+    sessions: sessionmaker[Session], root: Account, alice: Account, bob: Account
+) -> None:
+    for act in (
+        lambda s: accounts.set_disabled(s, alice, "bob", True),
+        lambda s: accounts.set_disabled(s, alice, "alice", False),
+        lambda s: accounts.delete(s, alice, "bob"),
+        lambda s: accounts.set_disabled(s, root, "root", True),
+        lambda s: accounts.delete(s, root, "root"),
+    ):
+        with pytest.raises(Forbidden), transaction(sessions) as session:
+            act(session)
+    with transaction(sessions) as session:
+        assert accounts.get(session, "bob").status == "active"
+        assert accounts.authenticate(session, "root", "root-password").name == "root"
+
+
+def test_a_deleted_account_is_gone_but_what_it_owns_stays(
+    sessions: sessionmaker[Session], root: Account, alice: Account
+) -> None:
+    with transaction(sessions) as session:
+        scopes.add(session, alice, "user.alice")
+        secret, _ = tokens.issue(session, alice)
+        _, revoked = accounts.delete(session, root, "alice")
+    assert revoked == 1
+    with transaction(sessions) as session:
+        with pytest.raises(NotFound):
+            accounts.get(session, "alice")
+        with pytest.raises(Unauthorized, match="wrong account name or password"):
+            accounts.authenticate(session, "alice", "alice-password")
+        with pytest.raises(Unauthorized):
+            tokens.resolve(session, secret)
+        assert scopes.get(session, "user.alice").owner_id == alice.id  # the data stays
+        listed = {a.name: a.status for a in accounts.list_all(session, root)}
+        assert listed["alice"] == "deleted"
+        with pytest.raises(NotFound):
+            accounts.delete(session, root, "alice")
+    with pytest.raises(Conflict, match="not reused"), transaction(sessions) as session:
+        accounts.create(session, root, "alice", password="a-new-alice")

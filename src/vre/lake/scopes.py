@@ -14,11 +14,37 @@ from vre.identity.models import Account
 from vre.lake.models import Scope
 from vre.lake.names import check_scope
 
+USER_PREFIX = "user."
+
+
+def reserved_for(name: str) -> str | None:
+    """The account a ``user.ACCOUNT`` scope belongs to (Rucio's convention), else None.
+
+    The prefix is matched whatever its case, so ``User.Root`` cannot pass for root's."""
+    if name[: len(USER_PREFIX)].lower() == USER_PREFIX:
+        return name[len(USER_PREFIX) :]
+    return None
+
+
+def _check_reserved(name: str, owner: Account) -> None:
+    """``user.ACCOUNT`` is ACCOUNT's own: nobody else may hold it, not even an admin
+    (an admin creates it *for* ACCOUNT). This holds for names of no account too, so
+    nobody can take ``user.carol`` before carol's account is made."""
+    account = reserved_for(name)
+    if account is None or (name.startswith(USER_PREFIX) and account == owner.name):
+        return
+    raise Forbidden(
+        f"scope {name!r} is reserved: a scope named 'user.ACCOUNT' belongs to that"
+        f" account only (lower-case 'user.', the account's exact name); account"
+        f" {owner.name!r} may create 'user.{owner.name}'"
+    )
+
 
 def add(
     session: Session, actor: Account, name: str, *, owner: str | None = None, public: bool = False
 ) -> Scope:
-    """A user may create scopes for themself; only an admin creates them for others."""
+    """A user may create scopes for themself; only an admin creates them for others;
+    ``user.ACCOUNT`` is for ACCOUNT only (``_check_reserved``)."""
     check_scope(name)
     owner_account = accounts.get(session, owner) if owner else actor
     if owner_account.id != actor.id:
@@ -27,6 +53,7 @@ def add(
             "scope.create_for_other",
             message="only an admin can create a scope for another account",
         )
+    _check_reserved(name, owner_account)
     if session.get(Scope, name) is not None:
         raise Conflict(f"scope {name!r} already exists")
     scope = Scope(name=name, owner_id=owner_account.id, is_public=public)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from vre.api.deps import Caller, unit
+from vre.api.params import Size
 from vre.lake import replicas
 from vre.lake.names import parse_did
 
@@ -20,7 +21,7 @@ MetaValue = str | int | float | bool
 class FileIn(BaseModel):
     scope: str
     name: str
-    bytes: int = Field(ge=0)
+    bytes: Size
     adler32: str
     md5: str | None = None
     meta: dict[str, MetaValue] = Field(default_factory=dict)
