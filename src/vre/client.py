@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,8 @@ from vre.lake.checksums import Checksummer
 # The client's copy of the server's default VRE_BLOCK_SIZE (vre.config): the client
 # never imports the server's settings, and a test keeps the two equal.
 DEFAULT_BLOCK_SIZE = 4 * 1024 * 1024
+# A downloaded file is always new: never an existing file or a link written through.
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 Progress = Callable[[int], None]
 
 
@@ -266,15 +269,36 @@ class Client:
     def run_status(self, run: str) -> dict[str, Any]:
         return self.call("GET", f"/runs/{run}")
 
-    def run_logs(self, run: str, step: str | None = None) -> str:
-        params = {"step": step} if step else {}
-        return str(self._check(self.http.get(f"/runs/{run}/logs", params=params)).text)
+    def run_logs(self, run: str, step: str | None = None, *, full: bool = False) -> str:
+        return b"".join(self.run_log_chunks(run, step, full=full)).decode("utf-8", "replace")
+
+    def run_log_chunks(
+        self, run: str, step: str | None = None, *, full: bool = False
+    ) -> Iterator[bytes]:
+        """The logs as they arrive (each step's cut at the server's limit unless ``full``)."""
+        params = {**({"step": step} if step else {}), **({"full": "true"} if full else {})}
+        yield from self._download(f"/runs/{run}/logs", params)
 
     def run_files(self, run: str, path: str = ".") -> dict[str, Any]:
         return self.call("GET", f"/runs/{run}/workspace", params={"path": path})
 
     def run_file(self, run: str, path: str) -> httpx.Response:
         return self._check(self.http.get(f"/runs/{run}/workspace/{_q(path)}"))
+
+    def save_run_file(self, run: str, path: str, directory: Path) -> Path:
+        """A workspace file, or a directory as ``NAME.zip``, streamed into ``directory``
+        under a temporary name, then renamed: a plain new file (mode 0644 less the umask),
+        never setuid, setgid or executable, whatever the workspace held; an existing
+        file of that name is replaced, a link there is replaced, never written through."""
+        name = PurePosixPath(path.rstrip("/")).name or run
+        with self.http.stream("GET", f"/runs/{run}/workspace/{_q(path)}") as response:
+            if response.status_code >= 400:
+                response.read()
+                self._check(response)
+            zipped = response.headers.get("content-type", "").startswith("application/zip")
+            target = directory / (name + ".zip" if zipped else name)
+            _write_new(response.iter_bytes(block_size()), target)
+        return target
 
     def stop_run(self, run: str) -> dict[str, Any]:
         return self.call("POST", f"/runs/{run}/stop")
@@ -377,8 +401,10 @@ class Client:
         raise APIError(502, "download_failed", f"{did}: every replica failed ({'; '.join(errors)})")
 
     def _stream(self, item: dict[str, Any], rse: str) -> Iterator[bytes]:
-        path = f"/files/{item['scope']}/{_q(item['name'])}"
-        with self.http.stream("GET", path, params={"rse": rse}) as response:
+        yield from self._download(f"/files/{item['scope']}/{_q(item['name'])}", {"rse": rse})
+
+    def _download(self, path: str, params: dict[str, str]) -> Iterator[bytes]:
+        with self.http.stream("GET", path, params=params) as response:
             if response.status_code >= 400:
                 response.read()
                 self._check(response)
@@ -402,7 +428,8 @@ def _save(
     part = target.with_name(target.name + ".vre-part")
     summer = Checksummer(md5=False)  # the catalogue's adler32 is what a download checks
     try:
-        with open(part, "wb") as handle:
+        part.unlink(missing_ok=True)  # a crashed download's: never written through
+        with os.fdopen(os.open(part, _NEW, 0o644), "wb") as handle:
             for chunk in chunks:
                 summer.update(chunk)
                 handle.write(chunk)
@@ -415,3 +442,18 @@ def _save(
     finally:
         summer.close()
         part.unlink(missing_ok=True)
+
+
+def _write_new(chunks: Iterable[bytes], target: Path) -> int:
+    """``chunks`` as a new file at ``target``, complete or not at all."""
+    part = target.with_name(f".{target.name}.{secrets.token_hex(4)}.vre-part")
+    size = 0
+    try:
+        with os.fdopen(os.open(part, _NEW, 0o644), "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                size += len(chunk)
+        part.replace(target)
+    finally:
+        part.unlink(missing_ok=True)
+    return size

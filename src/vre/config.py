@@ -8,11 +8,12 @@ verbatim, and a test keeps the two equal.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -27,19 +28,69 @@ class Settings(BaseSettings):
     home: Path = Field(
         Path("~/.vre"),
         validate_default=True,
-        description="The server's directory: the SQLite database, run workspaces, the"
-        " generated root password and rucio-instances.toml live here.",
+        description="The server's directory (mode 0700): the SQLite database, run"
+        " workspaces, the generated root password, the secret key and"
+        " rucio-instances.toml live here.",
     )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the catalogue, e.g."
         " postgresql+psycopg://user@host/db; unset means SQLite in VRE_HOME (no server"
-        " needed, one host only).",
+        " needed, one host only). Removed from the environment of the server and workers"
+        " once read: steps never inherit a database password.",
     )
     root_password: str | None = Field(
         None,
         description="Password of the root account created at first start; unset means"
-        " one is generated and written to VRE_HOME/root-password (mode 0600).",
+        " one is generated and written to VRE_HOME/root-password (mode 0600). `vre serve`,"
+        " `vre worker` and `vre up` remove it from their environment once read.",
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="The key that seals account secrets and RSE protocol options in the"
+        " database: 32 random bytes in URL-safe base64 (python -c 'import secrets;"
+        " print(secrets.token_urlsafe(32))'). Unset means VRE_SECRET_KEY_FILE. Removed from"
+        " the environment of the server and workers once read.",
+    )
+    secret_key_file: Path | None = Field(
+        None,
+        description="A file holding the secret key; unset means VRE_HOME/secret.key, made"
+        " (mode 0600) at first start. Servers and workers sharing one database must share"
+        " the key: a secret sealed with one does not open with another.",
+    )
+
+    # --- logins and tokens ------------------------------------------------------------
+    token_max_days: float = Field(
+        366.0,
+        gt=0,
+        description="Longest lifetime of an API token, in days (login tokens included);"
+        " a token made with a token never outlives the one that made it.",
+    )
+    login_failures: int = Field(
+        5,
+        gt=0,
+        description="Failed logins in a row that lock an account name out for"
+        " VRE_LOGIN_LOCKOUT seconds; names of no account count the same, so a lock-out"
+        " reveals nothing. A successful login clears the count.",
+    )
+    login_address_failures: int = Field(
+        50,
+        gt=0,
+        description="Failed logins from one client address that lock that address out"
+        " for every account name: guessing many accounts' passwords from one place.",
+    )
+    login_lockout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds of the first lock-out after too many failed logins; each"
+        " further lock-out doubles it, up to VRE_LOGIN_LOCKOUT_MAX. The counts live in"
+        " the database, so every server process applies the same ones.",
+    )
+    login_lockout_max: float = Field(
+        3600.0,
+        gt=0,
+        description="Longest lock-out, in seconds; failed logins older than twice this"
+        " are forgotten.",
     )
 
     # --- metadata limits ----------------------------------------------------------------
@@ -70,6 +121,47 @@ class Settings(BaseSettings):
         description="Bytes per block when streaming files (uploads, downloads, transfers,"
         " stage-in and stage-out); each stream holds a few blocks in memory. Raise it for"
         " fast, high-latency storage, lower it when many streams share little memory.",
+    )
+
+    # --- requests and uploads ---------------------------------------------------------
+    body_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may stall before the server answers 408 and"
+        " closes the connection; a slow client cannot hold a connection open for ever.",
+    )
+    body_min_rate: float = Field(
+        1024.0,
+        ge=0,
+        description="Bytes per second a request body must average once VRE_BODY_TIMEOUT"
+        " seconds have passed, else 408: one byte every few seconds is not an upload. 0"
+        " turns the check off.",
+    )
+    max_request_body: int = Field(
+        64 * MIB,
+        gt=0,
+        description="Largest request body, in bytes, of every request but file and"
+        " workspace uploads (those stream to storage): bounds what one JSON request may"
+        " make the server parse.",
+    )
+    max_uploads: int = Field(
+        32,
+        gt=0,
+        description="Uploads (files and workspace files) one server process receives at"
+        " once, for all accounts; beyond it the answer is 503 with Retry-After. Each holds"
+        " a thread of its own, never one of the threads that serve other requests.",
+    )
+    max_uploads_per_account: int = Field(
+        4,
+        gt=0,
+        description="Uploads one account may have in progress at once on one server"
+        " process; beyond it the answer is 429 with Retry-After, so one account cannot"
+        " take every upload slot.",
+    )
+    max_specification_size: int = Field(
+        MIB,
+        gt=0,
+        description="Largest reana.yaml a run may be created from, in bytes.",
     )
 
     # --- the worker: transfers and deletion -------------------------------------------
@@ -157,6 +249,37 @@ class Settings(BaseSettings):
         description="Seconds a run stays its worker's without a renewal; a killed"
         " worker's run is taken over after this long.",
     )
+    step_log_limit: int = Field(
+        16 * MIB,
+        gt=0,
+        description="Bytes of each step's log that `vre logs` (GET /runs/RUN/logs) shows;"
+        " beyond it the answer is cut with a note, and `vre logs --full` (?full=true)"
+        " streams the whole log file, which is always kept.",
+    )
+    workspace_quota: int = Field(
+        10 * 1024 * MIB,
+        ge=0,
+        description="Bytes on disk all the workspaces of one account may take (0: no"
+        " limit); an upload into a workspace beyond it is refused with nothing written,"
+        " and a step's command that leaves the workspaces beyond it fails the step.",
+    )
+
+    # --- how steps are isolated --------------------------------------------------------
+    step_isolation: Literal["sandbox", "unisolated-host"] = Field(
+        "sandbox",
+        description="sandbox runs every step without an image runtime in a bubblewrap"
+        " sandbox (own workspace and inputs only, unprivileged, no network);"
+        " unisolated-host runs steps with the worker's own rights and view of the host:"
+        " only for a single trusted user.",
+    )
+    sandbox_executable: str = Field(
+        "bwrap", description="The bubblewrap program that builds each step's sandbox."
+    )
+    step_user: str = Field(
+        "nobody",
+        description="The unprivileged user (NAME, UID or UID:GID) steps run as when the"
+        " worker runs as root, in the sandbox and in containers.",
+    )
 
     # --- steps in containers ----------------------------------------------------------
     container_runtime: str = Field(
@@ -215,7 +338,12 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.home / 'vre.db'}"
 
     def ensure_home(self) -> Path:
-        self.home.mkdir(parents=True, exist_ok=True)
+        """VRE_HOME, made (or narrowed to) 0700: the database, the secret key and the
+        workspaces are the server's alone, whatever the umask."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = self.home.stat()
+        if info.st_mode & 0o077 and info.st_uid == os.geteuid():
+            self.home.chmod(0o700)
         return self.home
 
 

@@ -279,3 +279,16 @@ def test_a_run_keeps_its_specification_as_it_was_sent(sessions, alice, settings)
     text = SPEC.replace("version: 0.9.0", "# my analysis, as I wrote it\nversion: 0.9.0")
     label = new_run(sessions, alice, settings.home, text)
     assert state(sessions, alice, label).spec_text == text
+
+
+def test_a_step_that_fills_the_workspace_quota_fails_the_run(sessions, alice, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(home=tmp_path / "home", step_timeout=30, workspace_quota=100_000)
+    text = SPEC.replace(
+        "- mkdir -p results", "- mkdir -p results && head -c 200000 /dev/zero > results/big"
+    )
+    label = new_run(sessions, alice, settings.home, text)
+    with transaction(sessions) as session:
+        runs.start(session, alice, label)
+    assert execute_next(sessions, settings) == FAILED
+    run = state(sessions, alice, label)
+    assert "quota of 100000 bytes" in (run.error or "") and "prepare" in (run.error or "")

@@ -20,6 +20,9 @@ app.command()(processes.serve)
 app.command()(processes.worker)
 app.command()(identity.login)
 app.command()(identity.whoami)
+app.command("password", help="Change your own password (an admin: anyone's, with NAME).")(
+    identity.account_password
+)
 app.add_typer(identity.account_app, name="account")
 app.add_typer(identity.token_app, name="token")
 app.add_typer(catalogue.scope_app, name="scope")

@@ -2,14 +2,72 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import signal
 import threading
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import typer
 
-from vre.cli.output import console
+from vre.cli.output import console, fail
+
+if TYPE_CHECKING:
+    from vre.config import Settings
+
+# Settings that are secrets: read once, then gone from the environment (see ``private``).
+SECRET_VARIABLES = ("VRE_ROOT_PASSWORD", "VRE_SECRET_KEY", "VRE_DATABASE_URL")
+
+
+def private() -> Settings:
+    """What ``serve``, ``worker`` and ``up`` do first: make this process's files its own
+    and take the secrets out of its environment.
+
+    The umask makes everything the process creates (database, key, workspaces, logs)
+    readable by its user alone. The settings are read once (then cached) and the secret
+    ones leave the environment: no child (a step, podman, a Rucio client) inherits them,
+    and ``/proc/PID/environ`` no longer shows them. The secret key is read (or made) now,
+    so a wrong one stops the start with one line instead of failing later."""
+    from vre import sealing
+    from vre.config import get_settings
+    from vre.errors import VREError
+
+    os.umask(0o077)
+    settings = get_settings()
+    forget_environment(SECRET_VARIABLES)
+    try:
+        settings.ensure_home()
+        sealing.current_key()
+    except VREError as exc:
+        fail(exc.message)
+    return settings
+
+
+def forget_environment(names: Iterable[str]) -> None:
+    """Remove ``names`` from the environment, and their text from the process's memory.
+
+    ``os.environ.pop`` unsets a variable for children, but the kernel shows a process's
+    environment as it was at exec (``/proc/PID/environ``): the strings there are zeroed
+    too, once nothing points at them any more."""
+    prefixes = tuple(f"{name}=".encode() for name in names)
+    found: list[tuple[int, int]] = []
+    try:
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+        index = 0
+        while (address := environ[index]) is not None:
+            entry = ctypes.string_at(address)
+            if entry.startswith(prefixes):
+                found.append((address, len(entry)))
+            index += 1
+    except (OSError, ValueError, AttributeError):  # no C environment to reach: unset only
+        found = []
+    for name in names:
+        os.environ.pop(name, None)
+    for address, size in found:
+        ctypes.memset(address, 0, size)
 
 
 def serve(
@@ -21,7 +79,8 @@ def serve(
 
     from vre.api.app import create_app
 
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    settings = private()
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 def worker(
@@ -37,9 +96,9 @@ def worker(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every claim."),
 ) -> None:
     """Run the background daemons (transfers, rules, reaper) until interrupted."""
-    from vre.config import get_settings
     from vre.worker import Worker
 
+    base = private()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(message)s",
@@ -52,9 +111,7 @@ def worker(
         "upload_grace": upload_grace,
         "reaper_grace": reaper_grace,
     }
-    settings = get_settings().model_copy(
-        update={k: v for k, v in overrides.items() if v is not None}
-    )
+    settings = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     daemon = Worker(settings)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: daemon.stop())
@@ -70,10 +127,9 @@ def up(
     import uvicorn
 
     from vre.api.app import create_app, prepare
-    from vre.config import get_settings
     from vre.worker import Worker
 
-    settings = get_settings()
+    settings = private()
     _, sessions, generated = prepare(settings)
     if generated:
         console.print(f"Created account [bold]root[/bold] with password: {generated}")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 
 from vre.cli.common import client, errors_as_exit, key_values
 from vre.cli.output import JsonOption, console, emit_json, fail, show, table
+from vre.client import Client
 
 secret_app = typer.Typer(
     help="Secrets given to workflow steps (never shown).", no_args_is_help=True
@@ -118,20 +120,32 @@ def logs(
     run_: str = typer.Argument(..., metavar="RUN"),
     step: str | None = typer.Option(None, "--step", "-s", help="Only this step."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until it ends."),
+    full: bool = typer.Option(False, "--full", help="Whole logs, past the server's limit."),
 ) -> None:
-    """Logs of a run's steps (secrets masked)."""
+    """Logs of a run's steps (secrets masked), streamed."""
     with errors_as_exit():
         api = client()
         printed = 0
         while True:
-            text = api.run_logs(run_, step)
-            print(text[printed:], end="", flush=True)
-            printed = len(text)
+            printed = _print_logs(api, run_, step, full, printed)
             if not follow or api.run_status(run_)["status"] in DONE:
                 break
             time.sleep(0.5)
         if follow:
-            print(api.run_logs(run_, step)[printed:], end="")
+            _print_logs(api, run_, step, full, printed)
+
+
+def _print_logs(api: Client, run_: str, step: str | None, full: bool, skip: int) -> int:
+    """Stream the logs to stdout past their first ``skip`` bytes (printed by an earlier
+    poll); returns how many bytes they hold now. Nothing is held in memory."""
+    sys.stdout.flush()
+    out, seen = sys.stdout.buffer, 0
+    for chunk in api.run_log_chunks(run_, step, full=full):
+        if seen + len(chunk) > skip:
+            out.write(chunk[max(skip - seen, 0) :])
+            out.flush()
+        seen += len(chunk)
+    return seen
 
 
 def ls(
@@ -154,14 +168,14 @@ def fetch(
     path: str = typer.Argument(..., help="File, or directory (fetched as a zip)."),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Directory to write into."),
 ) -> None:
-    """Download a file or directory from a run's workspace."""
+    """Download a file or directory from a run's workspace (streamed; a plain new file,
+    never setuid or executable; a zip's entries carry no setuid bits either)."""
     with errors_as_exit():
-        answer = client().run_file(run_, path)
-        zipped = answer.headers.get("content-type", "").startswith("application/zip")
-        name = Path(path.rstrip("/")).name or run_
-        target = output / (name + ".zip" if zipped else name)
-        output.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(answer.content)
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            target = client().save_run_file(run_, path, output)
+        except OSError as exc:
+            fail(f"cannot write into {output}: {exc.strerror}")
     console.print(f"{path} → {target}", highlight=False)
 
 

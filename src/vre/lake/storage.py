@@ -111,6 +111,9 @@ def _sync(handle: object) -> None:
     fileno = getattr(getattr(handle, "f", None), "fileno", None)
     if fileno is not None:
         handle.flush()  # type: ignore[attr-defined]
+        # Stored read-only: a replica's bytes never change under its checksum (the
+        # reaper and re-uploads replace or remove the name, never write through it).
+        os.fchmod(fileno(), 0o444)
         os.fsync(fileno())
 
 

@@ -56,8 +56,8 @@ def create(session: Session, actor: Account, name: str, text: str, home: Path) -
         )
         or 0
     ) + 1
-    directory = workspace.root(home, actor.name, f"{name}.{number}")
-    directory.mkdir(parents=True, exist_ok=True)  # left by a create that rolled back
+    # 0700 whatever the umask; one left by a create that rolled back is reused
+    directory = workspace.create(home, actor.name, f"{name}.{number}")
     run = Run(
         account_id=actor.id,
         name=name,

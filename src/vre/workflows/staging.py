@@ -15,6 +15,7 @@ and carry ``vre_account`` in their provenance too.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,9 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vre.config import get_settings
 from vre.db import transaction
-from vre.errors import Conflict, Invalid
+from vre.errors import Conflict, Invalid, NotFound, VREError
 from vre.identity.models import Account
-from vre.lake import replicas, rses, scopes, storage, upload
+from vre.lake import catalogue, replicas, rses, storage, upload
 from vre.lake.models import RSE
 from vre.workflows import instances, workspace
 from vre.workflows.spec import RucioInput, RucioOutput
@@ -55,8 +56,8 @@ class Staged:
 
 
 def _readable_scopes(session: Session, actor: Account, files: list[Any]) -> set[str]:
-    names = {f.scope for f in files}
-    return {n for n in names if scopes.can_read(scopes.get(session, n), actor)}
+    seen = catalogue.rights(session, actor)  # the lake's one read rule
+    return {f.scope for f in files if seen(f.scope)}
 
 
 def _external(configured: Path | None, name: str) -> instances.Instance:
@@ -81,7 +82,9 @@ def stage_in(
             staged += _from_external(_external(configured, entry.instance), entry, ws)
             continue
         with transaction(sessions) as session:
-            files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
+            files = replicas.list_for(
+                session, actor, [(entry.scope, entry.name)], refuse_unreadable=True
+            )
             options = {r.name: dict(r.options or {}) for r in rses.list_all(session)}
             readable = _readable_scopes(session, actor, files)
         for item in files:
@@ -139,7 +142,9 @@ def describe(
             described += _described_external(_external(configured, entry.instance), entry)
             continue
         with transaction(sessions) as session:
-            files = replicas.list_for(session, actor, [(entry.scope, entry.name)])
+            files = replicas.list_for(
+                session, actor, [(entry.scope, entry.name)], refuse_unreadable=True
+            )
             readable = _readable_scopes(session, actor, files)
         for item in files:
             target = _linkable(item)
@@ -199,48 +204,81 @@ def stage_out(
     *,
     configured: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Upload each output with its provenance; returns what was registered."""
+    """Upload each output with its provenance; returns what was registered.
+
+    Each output is opened by ``workspace.open_file``: never through a link, only a
+    regular file with one link that is none of the server's own, so a link planted in
+    ``results/`` cannot publish another account's file or the database, and staged
+    inputs (links to the lake) are never published again."""
+    owned = workspace.server_files(get_settings())
     done = []
     for out in outputs:
-        source = workspace.resolve(ws, out.path)
-        if not source.is_file():
-            raise Invalid(f"output {out.path!r} was not produced by the run")
-        if out.instance != LOCAL:
-            done.append(
-                _to_external(
-                    _external(configured, out.instance),
-                    out,
-                    source,
-                    external_name(actor.name, run_label, out.path),
-                    {**provenance, "vre_account": actor.name},
+        with _output(ws, out.path, owned) as source:
+            if out.instance != LOCAL:
+                done.append(
+                    _to_external(
+                        _external(configured, out.instance),
+                        out,
+                        _holding_copy(source, ws),
+                        external_name(actor.name, run_label, out.path),
+                        {**provenance, "vre_account": actor.name},
+                    )
                 )
-            )
-            continue
-        rse = out.rse or _only_rse(sessions)
-        dataset = (out.scope, out.dataset) if out.dataset else None
-        meta = dict(provenance)
-
-        def chunks(path: Path = source) -> Iterator[bytes]:
-            size = get_settings().block_size
-            with open(path, "rb") as handle:
-                while block := handle.read(size):
-                    yield block
-
-        name = f"{run_label}/{out.path}"
-        try:
-            result = upload.upload(
-                sessions, actor, out.scope, name, rse, chunks(), dataset=dataset, meta_values=meta
-            )
-        except Conflict as exc:
-            if "other content" not in exc.message:
-                raise
-            raise Conflict(
-                f"{out.path} differs from {out.scope}:{name}, which an earlier attempt of"
-                f" run {run_label} registered; files in the lake never change, so start a"
-                " new run ('vre run') to publish new results"
-            ) from None
-        done.append({"did": f"{result.scope}:{result.name}", "rse": rse, "adler32": result.adler32})
+            else:
+                done.append(_to_lake(sessions, actor, out, source, provenance, run_label))
     return done
+
+
+def _output(ws: Path, path: str, owned: workspace.Owned) -> workspace.File:
+    try:
+        return workspace.open_file(ws, path, owned)
+    except NotFound:
+        raise Invalid(f"output {path!r} was not produced by the run") from None
+    except VREError as exc:
+        raise Invalid(f"output {path!r} is not published: {exc.message}") from None
+
+
+def _to_lake(
+    sessions: sessionmaker[Session],
+    actor: Account,
+    out: RucioOutput,
+    source: workspace.File,
+    provenance: dict[str, Any],
+    run_label: str,
+) -> dict[str, Any]:
+    rse = out.rse or _only_rse(sessions)
+    dataset = (out.scope, out.dataset) if out.dataset else None
+    name = f"{run_label}/{out.path}"
+    chunks = source.chunks(get_settings().block_size)
+    try:
+        result = upload.upload(
+            sessions, actor, out.scope, name, rse, chunks, dataset=dataset, meta_values=provenance
+        )
+    except Conflict as exc:
+        if "other content" not in exc.message:
+            raise
+        raise Conflict(
+            f"{out.path} differs from {out.scope}:{name}, which an earlier attempt of"
+            f" run {run_label} registered; files in the lake never change, so start a"
+            " new run ('vre run') to publish new results"
+        ) from None
+    return {"did": f"{result.scope}:{result.name}", "rse": rse, "adler32": result.adler32}
+
+
+@contextlib.contextmanager
+def _holding_copy(source: workspace.File, ws: Path) -> Iterator[Path]:
+    """The output's bytes in a private directory beside the workspace, for Rucio's own
+    client, which opens files by name: it never gets a path inside the workspace."""
+    holding = Path(tempfile.mkdtemp(prefix=".vre-stage-", dir=ws.parent))
+    try:
+        copy = holding / source.name.rsplit("/", 1)[-1]
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(copy, flags, 0o600), "wb") as handle:
+            for chunk in source.chunks(get_settings().block_size):
+                handle.write(chunk)
+        yield copy
+    finally:
+        shutil.rmtree(holding, ignore_errors=True)
 
 
 def external_name(account: str, run_label: str, path: str) -> str:
@@ -253,15 +291,26 @@ def external_name(account: str, run_label: str, path: str) -> str:
 def _to_external(
     instance: instances.Instance,
     out: RucioOutput,
-    source: Path,
+    source: contextlib.AbstractContextManager[Path],
     name: str,
     provenance: dict[str, Any],
 ) -> dict[str, Any]:
     if not out.rse:
         raise Invalid(f"an output to Rucio instance {instance.name!r} needs rse=NAME")
+    with source as copy:
+        return _upload_external(instance, out, copy, name, provenance)
+
+
+def _upload_external(
+    instance: instances.Instance,
+    out: RucioOutput,
+    copy: Path,
+    name: str,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
     request = {
         "action": "upload",
-        "path": str(source),
+        "path": str(copy),
         "scope": out.scope,
         "name": name,
         "rse": out.rse,

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
 from vre.api.deps import Caller, unit
-from vre.errors import Invalid, NotFound
-from vre.workflows import instances, retention, runs, secrets, workspace
+from vre.api.limits import UploadSlot, stream_to_thread
+from vre.api.params import RunLabel
+from vre.errors import Invalid, shown
+from vre.workflows import instances, retention, runs, secrets, workspace, workspace_io
 from vre.workflows.models import Run
 
 router = APIRouter(tags=["workflows"])
@@ -120,7 +125,7 @@ def detail(session: Session, run: Run) -> RunDetail:
         )
         for s in runs.steps_of(session, run)
     ]
-    usage = workspace.disk_usage(Path(run.workspace)) if Path(run.workspace).exists() else 0
+    usage = workspace_io.disk_usage(Path(run.workspace))
     rules = [
         RetentionOut(pattern=r.pattern, days=r.days, status=r.status, apply_on=r.apply_on)
         for r in retention.rules_of(session, run.id)
@@ -144,13 +149,13 @@ def list_runs(caller: Caller, request: Request) -> list[RunOut]:
 
 
 @router.get("/runs/{label}")
-def show_run(label: str, caller: Caller, request: Request) -> RunDetail:
+def show_run(label: RunLabel, caller: Caller, request: Request) -> RunDetail:
     with unit(request) as session:
         return detail(session, runs.find(session, caller, label))
 
 
 @router.post("/runs/{label}/start")
-def start_run(label: str, body: StartIn, caller: Caller, request: Request) -> RunOut:
+def start_run(label: RunLabel, body: StartIn, caller: Caller, request: Request) -> RunOut:
     with unit(request) as session:
         restart_from = (body.restart_from or "") if body.restart else body.restart_from
         configured = instances.load(request.app.state.settings.rucio_instances_file())
@@ -166,72 +171,113 @@ def start_run(label: str, body: StartIn, caller: Caller, request: Request) -> Ru
 
 
 @router.post("/runs/{label}/stop")
-def stop_run(label: str, caller: Caller, request: Request) -> RunOut:
+def stop_run(label: RunLabel, caller: Caller, request: Request) -> RunOut:
     with unit(request) as session:
         return run_out(runs.stop(session, caller, label))
 
 
 @router.delete("/runs/{label}")
-def delete_run(label: str, caller: Caller, request: Request, workspace: bool = False) -> RunOut:
+def delete_run(
+    label: RunLabel, caller: Caller, request: Request, workspace: bool = False
+) -> RunOut:
     with unit(request) as session:
         return run_out(runs.delete(session, caller, label, keep_workspace=not workspace))
 
 
 @router.get("/runs/{label}/logs", response_class=PlainTextResponse)
-def run_logs(label: str, caller: Caller, request: Request, step: str | None = None) -> str:
-    """Logs of every step (or one), streamed while running: poll with an offset-free GET."""
+def run_logs(
+    label: RunLabel, caller: Caller, request: Request, step: str | None = None, full: bool = False
+) -> Response:
+    """Logs of every step (or one), streamed while running: poll with an offset-free GET.
+    Each step's log is cut at VRE_STEP_LOG_LIMIT bytes with a note, unless ``full``."""
+    settings = request.app.state.settings
     with unit(request) as session:
         run = runs.find(session, caller, label)
-        steps = runs.steps_of(session, run)
-    if step is not None and step not in [s.name for s in steps]:
-        raise Invalid(f"no step {step!r} in run {run.label}")
-    parts = []
-    for s in steps:
-        if step is not None and s.name != step:
-            continue
-        path = workspace.log_path(Path(run.workspace), s.index, s.name)
-        if path.exists():
-            parts.append(f"==> step {s.name} ({s.status})\n{path.read_text(errors='replace')}")
-    return "\n".join(parts)
+        steps = [(s.index, s.name, s.status) for s in runs.steps_of(session, run)]
+        ws, run_label = Path(run.workspace), run.label
+    if step is not None and step not in [name for _, name, _ in steps]:
+        raise Invalid(f"no step {shown(step)} in run {run_label}")
+    chunks = workspace_io.log_chunks(
+        ws,
+        [s for s in steps if step is None or s[1] == step],
+        label=run_label,
+        limit=None if full else settings.step_log_limit,
+        owned=workspace.server_files(settings),
+        block=settings.block_size,
+    )
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/runs/{label}/workspace")
-def list_workspace(label: str, caller: Caller, request: Request, path: str = ".") -> Any:
+def list_workspace(label: RunLabel, caller: Caller, request: Request, path: str = ".") -> Any:
+    """Entries with their own type and size: a link is listed as a link, never followed."""
     with unit(request) as session:
-        run = runs.find(session, caller, label)
-    ws = Path(run.workspace)
+        ws = Path(runs.find(session, caller, label).workspace)
     return {
-        "files": [asdict(e) for e in workspace.listing(ws, path)],
-        "disk_usage": workspace.disk_usage(ws),
+        "files": [asdict(e) for e in workspace_io.listing(ws, path)],
+        "disk_usage": workspace_io.disk_usage(ws),
     }
 
 
 @router.put("/runs/{label}/workspace/{path:path}", status_code=201)
-async def upload_to_workspace(label: str, path: str, caller: Caller, request: Request) -> Any:
-    with unit(request) as session:
-        run = runs.find(session, caller, label)
-    body = await request.body()
-    size = workspace.write(Path(run.workspace), path, body)
+async def upload_to_workspace(
+    label: RunLabel, path: str, caller: Caller, request: Request, _slot: UploadSlot
+) -> Any:
+    """Streamed to the file by an upload thread: never held in memory, never on the loop.
+    The file appears whole or not at all (``workspace_io.Upload``), within the quota."""
+    settings = request.app.state.settings
+
+    def find() -> tuple[Path, str]:
+        with unit(request) as session:
+            run = runs.find(session, caller, label)
+            return Path(run.workspace), run.owner.name
+
+    def write(blocks: Iterator[bytes]) -> int:
+        declared = request.headers.get("content-length", "")
+        upload = workspace_io.Upload(
+            ws,
+            path,
+            room=workspace.room(settings.home, account, settings.workspace_quota),
+            expected=int(declared) if declared.isdigit() else 0,
+        )
+        return workspace_io.finish(upload, blocks)
+
+    ws, account = await anyio.to_thread.run_sync(find)
+    size = await stream_to_thread(request, write)
     return {"path": path, "size": size}
 
 
 @router.get("/runs/{label}/workspace/{path:path}")
-def download_from_workspace(label: str, path: str, caller: Caller, request: Request) -> Response:
-    """A file as is, a directory as a zip."""
+def download_from_workspace(
+    label: RunLabel, path: str, caller: Caller, request: Request
+) -> Response:
+    """A file as is, a directory as a zip, both streamed from descriptors opened without
+    following links (``workspace.open_entry``): links, FIFOs, hard-linked files and the
+    server's own files are refused, or left out of a zip."""
+    settings = request.app.state.settings
     with unit(request) as session:
         run = runs.find(session, caller, label)
-    ws = Path(run.workspace)
-    target = workspace.resolve(ws, path)
-    if target.is_dir():
-        name = (target.name or run.label) + ".zip"
-        return Response(
-            workspace.zip_directory(ws, path),
-            media_type="application/zip",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
-    if not target.is_file():
-        raise NotFound(f"{path!r} does not exist in the workspace of {run.label}")
-    return FileResponse(target, filename=target.name)
+        ws, run_label = Path(run.workspace), run.label
+    owned, block = workspace.server_files(settings), settings.block_size
+    opened = workspace.open_entry(ws, path, owned)
+    if isinstance(opened, workspace.Directory):
+        name = (opened.name.rsplit("/", 1)[-1] or run_label) + ".zip"
+        chunks = workspace_io.zip_chunks(opened, owned, block)
+        return StreamingResponse(chunks, media_type="application/zip", headers=_attachment(name))
+    headers = {**_attachment(opened.name.rsplit("/", 1)[-1]), "Content-Length": str(opened.size)}
+    return StreamingResponse(
+        opened.chunks(block), media_type="application/octet-stream", headers=headers
+    )
+
+
+def _attachment(name: str) -> dict[str, str]:
+    """A download, never shown inline (a workspace's HTML is never run in the API's origin)."""
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    return {
+        "Content-Disposition": f"attachment; filename=\"{ascii_name}\"; filename*=utf-8''"
+        + quote(name, safe=""),
+        "X-Content-Type-Options": "nosniff",
+    }
 
 
 @router.post("/secrets", status_code=201)

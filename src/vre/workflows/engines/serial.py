@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vre import leases
 from vre.config import Settings
 from vre.db import transaction, utcnow
-from vre.errors import VREError
+from vre.errors import QuotaExceeded, VREError
 from vre.identity.models import Account
 from vre.leases import Lease
 from vre.workflows import leftovers, runs, staging, workspace
@@ -227,6 +227,12 @@ def _steps(
                 hidden=hidden,
                 name=runner.container_name(job.run_id, index, number),
             )
+            if outcome.exit_code == 0 and (full := _over_quota(plan, settings)):
+                job.update_step(index, status=FAILED, finished_at=utcnow())
+                job.update_run(
+                    status=FAILED, finished_at=utcnow(), error=f"step {step.name!r}: {full}"
+                )
+                return FAILED
             if outcome.stopped:
                 job.update_step(index, status=STOPPED, finished_at=utcnow())
                 job.update_run(status=STOPPED, finished_at=utcnow(), current_command=None)
@@ -248,6 +254,15 @@ def _steps(
     if job.lost:  # the run is another claim's now: it publishes nothing from here
         return STOPPED
     return _stage_out(job, plan, staged)
+
+
+def _over_quota(plan: _Plan, settings: Settings) -> str | None:
+    """Why the owner's workspaces are past their quota after a command, if they are."""
+    try:
+        workspace.require_space(settings.home, plan.owner.name, 0, quota=settings.workspace_quota)
+    except QuotaExceeded as exc:
+        return exc.message
+    return None
 
 
 def _stage_out(job: _Execution, plan: _Plan, staged: list[staging.Staged]) -> str:
