@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from vre.config import Settings
 from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid, NotFound
+from vre.identity import accounts
 from vre.identity.models import Account
 from vre.workflows import engines, runs, secrets, workspace
 from vre.workflows.models import FAILED, FINISHED, RUNNING, STOPPED, Run, RunStep
@@ -292,3 +293,27 @@ def test_a_step_that_fills_the_workspace_quota_fails_the_run(sessions, alice, tm
     assert execute_next(sessions, settings) == FAILED
     run = state(sessions, alice, label)
     assert "quota of 100000 bytes" in (run.error or "") and "prepare" in (run.error or "")
+
+
+def test_a_disabled_account_runs_nothing(sessions, alice, root, settings) -> None:  # type: ignore[no-untyped-def]
+    sleepy = new_run(sessions, alice, settings.home, SPEC.replace("mkdir -p results", "sleep 30"))
+    waiting = new_run(sessions, alice, settings.home, name="waiting")
+    with transaction(sessions) as session:
+        runs.start(session, alice, sleepy)
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(execute_next(sessions, settings)))
+    thread.start()
+    while state(sessions, alice, sleepy).status != "running":
+        time.sleep(0.05)
+    with transaction(sessions) as session:
+        runs.start(session, alice, waiting)
+        accounts.set_disabled(session, root, "alice", True)
+    thread.join(timeout=20)
+    assert result == [STOPPED]  # the running one stops
+    with transaction(sessions) as session:
+        held = runs.lease("test-worker", settings.run_lease)
+        assert runs.claim(session, held, settings.max_runs_per_account, 1) == []  # none taken
+    with transaction(sessions) as session:
+        accounts.set_disabled(session, root, "alice", False)
+    assert execute_next(sessions, settings) == FINISHED
+    assert state(sessions, alice, waiting).status == FINISHED

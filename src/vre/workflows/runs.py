@@ -12,7 +12,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from vre import policy
@@ -242,6 +242,20 @@ def reap_orphans(session: Session) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+def _inactive_accounts() -> Select[int]:
+    """Accounts whose runs no worker takes: a disabled account's wait until it is enabled
+    again, a deleted account's never run."""
+    inactive = or_(Account.disabled_at.is_not(None), Account.deleted_at.is_not(None))
+    return select(Account.id).where(inactive)
+
+
+def stopping(run_id: int) -> Select[bool]:
+    """Whether a running run must stop: asked for, or its account disabled or deleted."""
+    return select(
+        or_(Run.stop_requested.is_(True), Run.account_id.in_(_inactive_accounts()))
+    ).where(Run.id == run_id)
+
+
 def claim(session: Session, held: Lease, per_account: int, limit: int) -> list[int]:
     """Queued runs this worker takes, oldest first, at most ``per_account`` active each.
 
@@ -249,6 +263,7 @@ def claim(session: Session, held: Lease, per_account: int, limit: int) -> list[i
     Orphans are failed first (a write: on SQLite the claim then holds the write lock)."""
     reap_orphans(session)
     queued = select(Run.id, Run.account_id).where(Run.status == QUEUED)
+    queued = queued.where(Run.account_id.not_in(_inactive_accounts()))
     queued = queued.order_by(Run.queued_at, Run.id).limit(limit * 4)
     active = dict(
         session.execute(

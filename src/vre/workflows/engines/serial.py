@@ -91,9 +91,7 @@ class _Execution:
         if not self._stop and now - self._checked > 0.5:
             self._checked = now
             with transaction(self.sessions) as session:
-                self._stop = bool(
-                    session.scalar(select(Run.stop_requested).where(Run.id == self.run_id))
-                )
+                self._stop = bool(session.scalar(runs.stopping(self.run_id)))
         return self._stop
 
 
