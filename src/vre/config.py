@@ -124,6 +124,30 @@ class Settings(BaseSettings):
     )
 
     # --- requests and uploads ---------------------------------------------------------
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection has to send its request headers (from opening,"
+        " and from its previous response) before the server closes it.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=0,
+        description="Connections and requests one server process serves at once (503"
+        " beyond); 0 means no cap.",
+    )
+    max_connections_per_address: int = Field(
+        256,
+        gt=0,
+        description="Connections one client address may hold open on one server process;"
+        " more are closed at once, so one client cannot take them all.",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Addresses of reverse proxies whose X-Forwarded-For is believed"
+        " (comma-separated, as uvicorn's --forwarded-allow-ips); empty believes none, so"
+        " the address failed logins are counted against is the real peer's.",
+    )
     body_timeout: float = Field(
         30.0,
         gt=0,
@@ -274,6 +298,12 @@ class Settings(BaseSettings):
     )
     sandbox_executable: str = Field(
         "bwrap", description="The bubblewrap program that builds each step's sandbox."
+    )
+    sandbox_tmp_size: int = Field(
+        256 * MIB,
+        gt=0,
+        description="Bytes of a step's private /tmp in its sandbox (memory, not disk);"
+        " its workspace holds what is bigger.",
     )
     step_user: str = Field(
         "nobody",

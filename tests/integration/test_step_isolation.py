@@ -148,3 +148,29 @@ def test_stop_and_timeout_end_every_process_a_step_started(
     state = wait_status(vre_server, run, "mallory", "failed")
     assert "timed out" in state["error"]
     assert wait_gone(4343) == []
+
+
+SWAP = """\
+version: 0.9.0
+workflow:
+  type: serial
+  specification:
+    steps:
+      - name: swap
+        environment: docker.io/library/bash:5
+        commands:
+          - mv .vre .old 2>/dev/null; mkdir -p .vre && ln -s {target} .vre/logs && ln -s {target} logs
+          - echo AFTER-THE-SWAP
+"""
+
+
+def test_a_step_cannot_send_the_worker_s_log_writes_elsewhere(
+    vre_server: VREServer, sandboxed: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    target.chmod(0o777)
+    run = submit(vre_server, tmp_path / "s", SWAP.format(target=target), "swap", "mallory")
+    wait_status(vre_server, run, "mallory", "finished")
+    assert list(target.iterdir()) == []  # the worker created nothing there
+    assert "AFTER-THE-SWAP" in vre_server.cli("logs", run, account="mallory").out

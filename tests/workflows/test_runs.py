@@ -317,3 +317,16 @@ def test_a_disabled_account_runs_nothing(sessions, alice, root, settings) -> Non
         accounts.set_disabled(session, root, "alice", False)
     assert execute_next(sessions, settings) == FINISHED
     assert state(sessions, alice, waiting).status == FINISHED
+
+
+def test_a_command_filling_the_quota_is_stopped_while_it_runs(sessions, alice, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(home=tmp_path / "home", step_timeout=60, workspace_quota=1_000_000)
+    text = SPEC.replace(
+        "- mkdir -p results", "- mkdir -p results && head -c 5000000 /dev/zero > big && sleep 120"
+    )
+    label = new_run(sessions, alice, settings.home, text)
+    with transaction(sessions) as session:
+        runs.start(session, alice, label)
+    assert execute_next(sessions, settings) == FAILED
+    error = state(sessions, alice, label).error or ""
+    assert "quota of 1000000 bytes" in error and "timed out" not in error

@@ -206,3 +206,15 @@ def test_a_spec_over_the_request_limit_never_reaches_the_parser(vre_server: VRES
     with vre_server.api() as api:
         answer = api.post("/runs", json={"name": "big", "specification": "y" * 70 * 2**20})
     assert answer.status_code == 413 and answer.json()["error"] == "too_large"
+
+
+@pytest.mark.parametrize(
+    "number", ["9" * 5000, "0x" + "f" * 5000, "0b" + "1" * 20000, "1:59:" + "59:" * 3000 + "1"]
+)
+def test_huge_integers_are_a_clear_error(number: str) -> None:
+    text = (
+        "version: 0.9.0\ninputs: {parameters: {a: NUMBER}}\nworkflow: {type: serial,"
+        " specification: {steps: [{name: s, environment: bash, commands: [echo]}]}}\n"
+    ).replace("NUMBER", number)
+    with pytest.raises(SpecError, match=r"too large|cannot be read"):
+        parse(text)

@@ -77,10 +77,11 @@ def serve(
     """Run the API server (migrates the database first)."""
     import uvicorn
 
+    from vre.api import serving
     from vre.api.app import create_app
 
     settings = private()
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.Server(serving.config(create_app(settings), settings, host, port, "info")).run()
 
 
 def worker(
@@ -147,9 +148,9 @@ def up(
     daemon = Worker(settings)
     thread = threading.Thread(target=daemon.run, name="vre-worker", daemon=True)
     thread.start()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
-    )
+    from vre.api import serving
+
+    server = uvicorn.Server(serving.config(create_app(settings), settings, host, port, "warning"))
     url = f"http://{host}:{port}"
     console.print(f"VRE running at [bold]{url}[/bold]  (API docs: {url}/api/v1/docs)")
     console.print(f"Log in with:  vre login {url} --account root", style="dim")

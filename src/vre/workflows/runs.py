@@ -202,6 +202,7 @@ def delete(session: Session, actor: Account, label: str, *, keep_workspace: bool
     run.status = DELETED
     if not keep_workspace:
         shutil.rmtree(run.workspace, ignore_errors=True)
+        shutil.rmtree(workspace.logs_of(Path(run.workspace)), ignore_errors=True)
     return run
 
 

@@ -43,6 +43,8 @@ def canonical(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        raise SpecError(["a number is too large: integers have at most 19 digits"])
     return value.hex() if isinstance(value, bytes) else value
 
 
@@ -87,6 +89,10 @@ def load(text: str) -> Any:
     try:
         _refuse_references(text)
         return yaml.load(text, Loader=_LOADER)
+    except ValueError as exc:  # a scalar YAML cannot build: an integer of 5000 digits
+        if isinstance(exc, SpecError):
+            raise
+        raise SpecError([f"invalid YAML: a value cannot be read ({clip(str(exc))})"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 from vre.errors import Conflict, Invalid, NotFound, QuotaExceeded, VREError, shown
 from vre.workflows.workspace import (
-    LOGS,
     RESERVED,
     UPLOAD_PREFIX,
     Directory,
@@ -31,6 +30,7 @@ from vre.workflows.workspace import (
     joined,
     kind_of,
     log_name,
+    logs_of,
     make_directories,
     open_at,
     open_entry,
@@ -161,7 +161,7 @@ def log_chunks(
     first = True
     for index, name, status in steps:
         try:
-            opened = open_entry(workspace, f"{LOGS}/{log_name(index, name)}", owned, internal=True)
+            opened = open_entry(logs_of(workspace), log_name(index, name), owned, internal=True)
         except NotFound:
             continue
         except VREError as exc:  # a step replaced its log by a link, a FIFO...: not read

@@ -10,6 +10,7 @@ import pytest
 
 from vre.config import Settings
 from vre.errors import Invalid
+from vre.workflows import workspace
 from vre.workflows.backends import local, runner, sandbox
 
 
@@ -29,25 +30,19 @@ def test_hand_over_never_follows_links_nor_gives_away_linked_files(tmp_path: Pat
     (ws / "results/mine.txt").write_text("mine")
     os.link(outside, ws / "results/hard")
     (ws / "results/soft").symlink_to(outside)
-    logs = runner.protect_logs(ws)
-    (logs / "000-step.log").write_text("log")
     user = sandbox.StepUser(65534, 65534)
-    sandbox.hand_over(ws, user, keep=logs)
+    sandbox.hand_over(ws, user)
     assert (ws / "results/mine.txt").stat().st_uid == 65534
     assert (ws / "results").stat().st_uid == 65534
     assert outside.stat().st_uid == 0  # neither the hard link nor the symlink moved it
     assert (ws / "results/soft").lstat().st_uid == 65534
-    assert logs.stat().st_uid == 0 and (logs / "000-step.log").stat().st_uid == 0
 
 
-def test_protect_logs_replaces_a_planted_link(tmp_path: Path) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (tmp_path / "elsewhere").mkdir()
-    (ws / ".vre").symlink_to(tmp_path / "elsewhere")
-    logs = runner.protect_logs(ws)
-    assert logs.is_dir() and not (ws / ".vre").is_symlink()
-    assert list((tmp_path / "elsewhere").iterdir()) == []
+def test_logs_live_outside_the_workspace(tmp_path: Path) -> None:
+    ws = workspace.create(tmp_path / "home", "alice", "fit.1")
+    log = workspace.log_path(ws, 0, "step")
+    assert ws not in log.parents and log.parent == tmp_path / "home/run-logs/alice/fit.1"
+    assert oct(workspace.make_logs(ws).stat().st_mode & 0o777) == "0o700"
 
 
 def test_a_log_is_never_written_through_a_link(tmp_path: Path) -> None:

@@ -26,7 +26,6 @@ from vre.workflows.backends.container import (
     container_name,
     input_binds,
 )
-from vre.workflows.workspace import LOGS
 
 HOST = "host"
 SANDBOX_NOTE = (
@@ -142,13 +141,13 @@ class SandboxRunner(_Runner):
         if files.is_dir():
             read_only.append(files)
             sandbox.hand_over(files, user)
-        logs = protect_logs(environment.workspace)
-        sandbox.hand_over(environment.workspace, user, keep=logs)
+        sandbox.hand_over(environment.workspace, user)
         self.sandbox = sandbox.Sandbox(
             sandbox.executable(settings.sandbox_executable),
             environment.workspace,
-            [*read_only, logs],
+            read_only,
             user,
+            settings.sandbox_tmp_size,
         )
         self.env = _host_environment(environment)
 
@@ -195,9 +194,7 @@ class ContainerRunner(_Runner):
         if files.is_dir():
             self.binds.append(files)
             sandbox.hand_over(files, podman.user)
-        logs = protect_logs(environment.workspace)
-        sandbox.hand_over(environment.workspace, podman.user, keep=logs)
-        self.binds.append(logs)
+        sandbox.hand_over(environment.workspace, podman.user)
         # Podman runs on the host with the worker's rights: its environment is the
         # operator's, never a user's (a secret named CONTAINERS_CONF or LD_PRELOAD would
         # reconfigure it). Secrets reach the container through an env file only.
@@ -226,18 +223,6 @@ class ContainerRunner(_Runner):
 
 
 Runner = SandboxRunner | HostRunner | ContainerRunner
-
-
-def protect_logs(workspace: Path) -> Path:
-    """The step logs' directory, made by the worker and bound read-only over itself in
-    every sandbox and container: a step can neither rewrite its logs nor swap the
-    directory for a link that would make the worker append to a file elsewhere."""
-    logs = workspace / LOGS
-    for part in (workspace / ".vre", logs):
-        if part.is_symlink() or (part.exists() and not part.is_dir()):
-            part.unlink()
-    logs.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return logs
 
 
 def copy_inputs(environment: StepEnvironment) -> None:

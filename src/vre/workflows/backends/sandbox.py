@@ -99,13 +99,23 @@ class Sandbox:
     workspace: Path
     read_only: list[Path]  # staged inputs' targets and the file secrets' directory
     user: StepUser | None
+    tmp_size: int = 256 * 1024 * 1024  # its /tmp is memory: bounded (VRE_SANDBOX_TMP_SIZE)
 
     def argv(self, command: str) -> list[str]:
         argv = [self.bwrap, "--die-with-parent", "--new-session"]
         argv += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
         argv += ["--unshare-cgroup-try"]
         argv += ["--unshare-user"] if self.user is None else []
-        argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        argv += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--size",
+            str(self.tmp_size),
+            "--tmpfs",
+            "/tmp",
+        ]
         argv += _system_binds()
         binds = [(p, True) for p in _python_roots()] + [(p, True) for p in self.read_only]
         binds.append((self.workspace, False))
@@ -161,23 +171,18 @@ def _mount_points(paths: Iterable[Path]) -> list[str]:
     return made
 
 
-def hand_over(root: Path, user: StepUser | None, keep: Path | None = None) -> None:
+def hand_over(root: Path, user: StepUser | None) -> None:
     """Give a workspace (or the file secrets' directory) to the step's user before its
     steps run: what the server and stage-in wrote there is root's.
 
     Never follows a link and skips files with several links: a link planted earlier
-    must not make this hand over a file outside (``/etc/shadow``) to the step's user.
-    ``keep`` (the logs' directory) stays the worker's."""
+    must not make this hand over a file outside (``/etc/shadow``) to the step's user."""
     if user is None:
         return
     _own(root, user)
     for directory, dirs, files in os.walk(root):
-        if keep is not None and Path(directory) == keep:
-            dirs[:] = []
-            continue
         for name in [*dirs, *files]:
-            if keep is None or Path(directory) / name != keep:
-                _own(Path(directory) / name, user)
+            _own(Path(directory) / name, user)
 
 
 def _own(path: Path, user: StepUser) -> None:

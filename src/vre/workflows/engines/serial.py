@@ -38,6 +38,9 @@ from vre.workflows.models import (
 log = logging.getLogger(__name__)
 
 
+QUOTA_EVERY = 2.0  # seconds between looks at the workspace quota while a command runs
+
+
 class _Execution:
     """One claimed run as its worker executes it, under the lease the worker holds.
 
@@ -50,9 +53,11 @@ class _Execution:
         self, sessions: sessionmaker[Session], run_id: int, settings: Settings, lease: Lease
     ) -> None:
         self.sessions, self.run_id, self.settings, self.lease = sessions, run_id, settings, lease
-        self._checked = 0.0
+        self._checked = self._measured = 0.0
         self._stop = False
         self._lost = False
+        self.owner: str | None = None  # whose workspace quota the commands are held to
+        self.full: str | None = None  # why a command was stopped for the quota
         self.heart: leases.Heartbeat | None = None
         # "Still ours", built once: every write about the run carries it.
         self._held = lease.held_where([run_id])
@@ -92,6 +97,10 @@ class _Execution:
             self._checked = now
             with transaction(self.sessions) as session:
                 self._stop = bool(session.scalar(runs.stopping(self.run_id)))
+        if not self._stop and self.owner and now - self._measured > QUOTA_EVERY:
+            self._measured = now  # a command filling the disk is stopped while it runs
+            self.full = _over_quota(self.settings, self.owner)
+            self._stop = self.full is not None
         return self._stop
 
 
@@ -159,6 +168,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     private = Path(tempfile.mkdtemp(prefix=f"{leftovers.secrets_prefix(settings)}{run_id}-"))
     held = runs.lease(plan.worker, settings.run_lease)
     job = _Execution(sessions, run_id, settings, held)
+    job.owner = plan.owner.name
     try:
         with leases.held(sessions, held, [run_id]) as job.heart:
             environment = _environment(plan.ws, plan.label, secrets, private)
@@ -203,6 +213,7 @@ def _steps(
             continue
         job.update_run(current_step=step.name)
         job.update_step(index, status=RUNNING, started_at=utcnow(), exit_code=None)
+        workspace.make_logs(ws)
         logfile = workspace.log_path(ws, index, step.name)
         logfile.unlink(missing_ok=True)
         try:
@@ -225,7 +236,7 @@ def _steps(
                 hidden=hidden,
                 name=runner.container_name(job.run_id, index, number),
             )
-            if outcome.exit_code == 0 and (full := _over_quota(plan, settings)):
+            if full := job.full or _over_quota(settings, owner.name):
                 job.update_step(index, status=FAILED, finished_at=utcnow())
                 job.update_run(
                     status=FAILED, finished_at=utcnow(), error=f"step {step.name!r}: {full}"
@@ -254,10 +265,12 @@ def _steps(
     return _stage_out(job, plan, staged)
 
 
-def _over_quota(plan: _Plan, settings: Settings) -> str | None:
-    """Why the owner's workspaces are past their quota after a command, if they are."""
+def _over_quota(settings: Settings, owner: str) -> str | None:
+    """Why the owner's workspaces are past their quota, if they are."""
+    if not settings.workspace_quota:
+        return None
     try:
-        workspace.require_space(settings.home, plan.owner.name, 0, quota=settings.workspace_quota)
+        workspace.require_space(settings.home, owner, 0, quota=settings.workspace_quota)
     except QuotaExceeded as exc:
         return exc.message
     return None
