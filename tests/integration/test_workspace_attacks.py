@@ -28,7 +28,7 @@ from tests.fixtures.server import ROOT_PASSWORD, VREServer, start_server, stop_s
 from tests.integration.test_replication import start_worker, stop, wait_for
 from tests.integration.test_runs_cli import wait_status
 from vre.client import _q
-from vre.workflows import workspace
+from vre.workflows import run_logs
 
 MIB = 1024 * 1024
 QUOTA = 48 * MIB
@@ -367,7 +367,7 @@ def _streamed(api: httpx.Client, path: str, **params: str) -> int:
 def test_a_200_mb_log_read_twice_keeps_the_server_flat(site: Site, tmp_path: Path) -> None:
     ws = finished_run(site, tmp_path, "chatty", "logger", "echo start")
     line = b"x" * 99 + b"\n"
-    for path in (workspace.log_path(ws, 0, "attack"), ws / "results" / "big.txt"):
+    for path in (run_logs.log_path(ws, 0, "attack"), ws / "results" / "big.txt"):
         with open(path, "wb") as handle:  # a chatty step's whole log, a big result
             for _ in range(200):
                 handle.write(line * (MIB // 100))

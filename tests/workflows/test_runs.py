@@ -16,7 +16,7 @@ from vre.db import transaction, utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity import accounts
 from vre.identity.models import Account
-from vre.workflows import engines, runs, secrets, workspace
+from vre.workflows import engines, run_logs, runs, secrets, workspace
 from vre.workflows.models import FAILED, FINISHED, RUNNING, STOPPED, Run, RunStep
 
 SPEC = """
@@ -96,7 +96,7 @@ def test_serial_run_with_parameter_override(sessions, alice, settings) -> None: 
         ("prepare", FINISHED, "docker.io/library/python:3.11"),
         ("check", FINISHED, "docker.io/library/python:3.11"),
     ]
-    log = workspace.log_path(Path(run.workspace), 0, "prepare").read_text()
+    log = run_logs.log_path(Path(run.workspace), 0, "prepare").read_text()
     assert "$ mkdir -p results" in log and 'hello.sh "hello" 5' in log
 
 
@@ -165,7 +165,7 @@ def test_secrets_reach_steps_but_never_logs_or_status(sessions, alice, settings)
         runs.start(session, alice, label)
     assert execute_next(sessions, settings) == FINISHED
     run = state(sessions, alice, label)
-    log = workspace.log_path(Path(run.workspace), 0, "prepare").read_text()
+    log = run_logs.log_path(Path(run.workspace), 0, "prepare").read_text()
     assert "token=***" in log and "s3cr3t-value-42" not in log
     assert "s3cr3t" not in (run.current_command or "") + (run.error or "")
     assert (Path(run.workspace) / "results/t.txt").read_text().strip() == "s3cr3t-value-42"
@@ -262,7 +262,7 @@ def test_a_run_whose_worker_died_fails_and_can_be_restarted(sessions, alice, set
 def test_an_internal_error_fails_the_run_and_its_step(sessions, alice, settings) -> None:  # type: ignore[no-untyped-def]
     label = new_run(sessions, alice, settings.home)
     ws = Path(state(sessions, alice, label).workspace)
-    (workspace.log_path(ws, 0, "prepare") / "in-the-way").mkdir(parents=True)  # not a file
+    (run_logs.log_path(ws, 0, "prepare") / "in-the-way").mkdir(parents=True)  # not a file
     with transaction(sessions) as session:
         runs.start(session, alice, label)
     assert execute_next(sessions, settings) == FAILED

@@ -23,7 +23,7 @@ import pytest
 
 from vre.config import Settings
 from vre.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, VREError
-from vre.workflows import workspace, workspace_io
+from vre.workflows import run_logs, workspace, workspace_io
 
 
 @pytest.fixture
@@ -76,7 +76,7 @@ def test_a_hard_link_to_the_database_never_costs_the_server_its_locks(
     assert _locked(db)
     os.link(db, ws / "results" / "db")
     os.symlink(db, ws / "results" / "db-link")
-    os.link(db, workspace.make_logs(ws) / workspace.log_name(0, "step"))
+    os.link(db, run_logs.make_logs(ws) / run_logs.log_name(0, "step"))
     owned = workspace.server_files(settings)
     for path in ("results/db", "results/db-link"):
         with pytest.raises(Invalid, match=r"hard links|is a link"):
@@ -313,9 +313,9 @@ def test_a_failed_upload_keeps_the_file_it_would_have_replaced(ws: Path) -> None
 
 
 def test_logs_are_cut_at_the_limit_with_a_note(ws: Path) -> None:
-    logs = workspace.make_logs(ws)
-    (logs / workspace.log_name(0, "fit")).write_bytes(b"x" * 1000)
-    (logs / workspace.log_name(1, "plot it")).write_bytes(b"short\n")
+    logs = run_logs.make_logs(ws)
+    (logs / run_logs.log_name(0, "fit")).write_bytes(b"x" * 1000)
+    (logs / run_logs.log_name(1, "plot it")).write_bytes(b"short\n")
     steps = [(0, "fit", "finished"), (1, "plot it", "finished"), (2, "never", "created")]
 
     def read(limit: int | None) -> str:

@@ -20,7 +20,7 @@ from vre.db import utcnow
 from vre.errors import Conflict, Invalid, NotFound
 from vre.identity.models import Account
 from vre.leases import Lease, claimable
-from vre.workflows import retention, workspace
+from vre.workflows import retention, run_logs, workspace
 from vre.workflows import spec as specs
 from vre.workflows.engines import ENGINES
 from vre.workflows.models import (
@@ -202,7 +202,7 @@ def delete(session: Session, actor: Account, label: str, *, keep_workspace: bool
     run.status = DELETED
     if not keep_workspace:
         shutil.rmtree(run.workspace, ignore_errors=True)
-        shutil.rmtree(workspace.logs_of(Path(run.workspace)), ignore_errors=True)
+        shutil.rmtree(run_logs.logs_of(Path(run.workspace)), ignore_errors=True)
     return run
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from vre.errors import Conflict, Invalid, NotFound, QuotaExceeded, VREError, shown
+from vre.workflows.run_logs import log_name, logs_of
 from vre.workflows.workspace import (
     RESERVED,
     UPLOAD_PREFIX,
@@ -29,8 +30,6 @@ from vre.workflows.workspace import (
     directory_at,
     joined,
     kind_of,
-    log_name,
-    logs_of,
     make_directories,
     open_at,
     open_entry,

@@ -22,7 +22,7 @@ from vre.db import transaction
 from vre.errors import Invalid
 from vre.identity.models import Account
 from vre.lake import rses, scopes, upload
-from vre.workflows import runs, secrets, workspace
+from vre.workflows import run_logs, runs, secrets
 from vre.workflows.backends import runner
 from vre.workflows.backends.container import input_binds
 from vre.workflows.models import FAILED, FINISHED, STOPPED, Run, RunStep
@@ -62,7 +62,7 @@ def steps(sessions: sessionmaker[Session], run: Run) -> list[RunStep]:
 
 
 def log_of(run: Run) -> str:
-    return "".join(p.read_text() for p in sorted(workspace.logs_of(Path(run.workspace)).glob("*")))
+    return "".join(p.read_text() for p in sorted(run_logs.logs_of(Path(run.workspace)).glob("*")))
 
 
 def test_input_binds_cover_a_scope_directory_or_a_single_file() -> None:

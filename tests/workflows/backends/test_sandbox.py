@@ -10,7 +10,7 @@ import pytest
 
 from vre.config import Settings
 from vre.errors import Invalid
-from vre.workflows import workspace
+from vre.workflows import run_logs, workspace
 from vre.workflows.backends import local, runner, sandbox
 
 
@@ -40,9 +40,9 @@ def test_hand_over_never_follows_links_nor_gives_away_linked_files(tmp_path: Pat
 
 def test_logs_live_outside_the_workspace(tmp_path: Path) -> None:
     ws = workspace.create(tmp_path / "home", "alice", "fit.1")
-    log = workspace.log_path(ws, 0, "step")
+    log = run_logs.log_path(ws, 0, "step")
     assert ws not in log.parents and log.parent == tmp_path / "home/run-logs/alice/fit.1"
-    assert oct(workspace.make_logs(ws).stat().st_mode & 0o777) == "0o700"
+    assert oct(run_logs.make_logs(ws).stat().st_mode & 0o777) == "0o700"
 
 
 def test_a_log_is_never_written_through_a_link(tmp_path: Path) -> None:

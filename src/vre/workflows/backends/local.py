@@ -124,30 +124,7 @@ def run_command(
         ]
         for reader in readers:
             reader.start()
-        # A blocking wait on its own thread sees the exit at once; Popen.wait(timeout=)
-        # polls with a back-off that sees a 120 ms command end ~40 ms late.
-        exited = threading.Event()
-
-        def wait() -> None:
-            process.wait()
-            exited.set()
-
-        waiter = threading.Thread(target=wait, daemon=True)
-        waiter.start()
-        deadline = time.monotonic() + timeout
-        timed_out = stopped = False
-        while not exited.wait(0.2):
-            if time.monotonic() > deadline:
-                timed_out = True
-            elif should_stop():
-                stopped = True
-            if (timed_out or stopped) and exited.is_set():
-                break  # it ended meanwhile: its group may be gone, never signal a reused id
-            if timed_out or stopped:
-                _kill(process)
-                if on_kill:
-                    on_kill()
-                break
+        timed_out, stopped = _watch(process, timeout, should_stop, on_kill)
         process.wait()
         for reader in readers:
             reader.join(timeout=5)
@@ -155,6 +132,39 @@ def run_command(
             out.write(f"[vre] command timed out after {timeout:.0f} s\n")
     code = process.returncode
     return Outcome(code if code is not None else -1, "\n".join(tail), timed_out, stopped)
+
+
+def _watch(
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    should_stop: Callable[[], bool],
+    on_kill: Callable[[], None] | None,
+) -> tuple[bool, bool]:
+    """Wait for the command's end, its timeout or a stop; (timed out, stopped)."""
+    # A blocking wait on its own thread sees the exit at once; Popen.wait(timeout=)
+    # polls with a back-off that sees a 120 ms command end ~40 ms late.
+    exited = threading.Event()
+
+    def wait() -> None:
+        process.wait()
+        exited.set()
+
+    threading.Thread(target=wait, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    timed_out = stopped = False
+    while not exited.wait(0.2):
+        if time.monotonic() > deadline:
+            timed_out = True
+        elif should_stop():
+            stopped = True
+        if (timed_out or stopped) and exited.is_set():
+            break  # it ended meanwhile: its group may be gone, never signal a reused id
+        if timed_out or stopped:
+            _kill(process)
+            if on_kill:
+                on_kill()
+            break
+    return timed_out, stopped
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:

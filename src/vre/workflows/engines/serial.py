@@ -22,7 +22,7 @@ from vre.db import transaction, utcnow
 from vre.errors import QuotaExceeded, VREError
 from vre.identity.models import Account
 from vre.leases import Lease
-from vre.workflows import leftovers, runs, staging, workspace
+from vre.workflows import leftovers, run_logs, runs, staging, workspace
 from vre.workflows import spec as specs
 from vre.workflows.backends import local, runner
 from vre.workflows.models import (
@@ -184,7 +184,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
 def _steps(
     job: _Execution, plan: _Plan, environment: runner.StepEnvironment, hidden: list[str]
 ) -> str:
-    spec, ws, params, owner = plan.spec, plan.ws, plan.params, plan.owner
+    spec, ws, owner = plan.spec, plan.ws, plan.owner
     sessions, settings, restart_from = job.sessions, job.settings, plan.restart_from
     known = settings.rucio_instances_file()
     names = [s.name for s in spec.steps]
@@ -211,58 +211,67 @@ def _steps(
     for index, step in enumerate(spec.steps):
         if index < first:
             continue
-        job.update_run(current_step=step.name)
-        job.update_step(index, status=RUNNING, started_at=utcnow(), exit_code=None)
-        workspace.make_logs(ws)
-        logfile = workspace.log_path(ws, index, step.name)
-        logfile.unlink(missing_ok=True)
-        try:
-            image = steps_in.prepare(step.environment)
-        except VREError as exc:
-            job.update_step(index, status=FAILED, finished_at=utcnow())
-            job.update_run(
-                status=FAILED, finished_at=utcnow(), error=f"step {step.name!r}: {exc.message}"
-            )
-            return FAILED
-        job.update_step(index, image=image)
-        for number, command in enumerate(step.commands):
-            text = specs.substitute(command, params)
-            job.update_run(current_command=local.mask(text, hidden))
-            outcome = steps_in.run(
-                text,
-                log=logfile,
-                timeout=step.timeout or settings.step_timeout,
-                should_stop=job.should_stop,
-                hidden=hidden,
-                name=runner.container_name(job.run_id, index, number),
-            )
-            if full := job.full or _over_quota(settings, owner.name):
-                job.update_step(index, status=FAILED, finished_at=utcnow())
-                job.update_run(
-                    status=FAILED, finished_at=utcnow(), error=f"step {step.name!r}: {full}"
-                )
-                return FAILED
-            if outcome.stopped:
-                job.update_step(index, status=STOPPED, finished_at=utcnow())
-                job.update_run(status=STOPPED, finished_at=utcnow(), current_command=None)
-                return STOPPED
-            if outcome.exit_code != 0:
-                why = "timed out" if outcome.timed_out else f"exit code {outcome.exit_code}"
-                job.update_step(
-                    index, status=FAILED, finished_at=utcnow(), exit_code=outcome.exit_code
-                )
-                job.update_run(
-                    status=FAILED,
-                    finished_at=utcnow(),
-                    exit_code=outcome.exit_code,
-                    error=f"step {step.name!r} failed ({why}): {outcome.stderr_tail}".strip(),
-                )
-                return FAILED
-        job.update_step(index, status=FINISHED, finished_at=utcnow(), exit_code=0)
-        job.update_run(steps_done=index + 1)
+        ended = _step(job, plan, steps_in, index, step, hidden)
+        if ended is not None:
+            return ended
     if job.lost:  # the run is another claim's now: it publishes nothing from here
         return STOPPED
     return _stage_out(job, plan, staged)
+
+
+def _step(
+    job: _Execution,
+    plan: _Plan,
+    steps_in: runner.Runner,
+    index: int,
+    step: specs.Step,
+    hidden: list[str],
+) -> str | None:
+    """Run one step's commands; the run's final status if it ends here, else None."""
+    job.update_run(current_step=step.name)
+    job.update_step(index, status=RUNNING, started_at=utcnow(), exit_code=None)
+    run_logs.make_logs(plan.ws)
+    logfile = run_logs.log_path(plan.ws, index, step.name)
+    logfile.unlink(missing_ok=True)
+    try:
+        image = steps_in.prepare(step.environment)
+    except VREError as exc:
+        return _fail(job, index, f"step {step.name!r}: {exc.message}")
+    job.update_step(index, image=image)
+    for number, command in enumerate(step.commands):
+        text = specs.substitute(command, plan.params)
+        job.update_run(current_command=local.mask(text, hidden))
+        outcome = steps_in.run(
+            text,
+            log=logfile,
+            timeout=step.timeout or job.settings.step_timeout,
+            should_stop=job.should_stop,
+            hidden=hidden,
+            name=runner.container_name(job.run_id, index, number),
+        )
+        if full := job.full or _over_quota(job.settings, plan.owner.name):
+            return _fail(job, index, f"step {step.name!r}: {full}")
+        if outcome.stopped:
+            job.update_step(index, status=STOPPED, finished_at=utcnow())
+            job.update_run(status=STOPPED, finished_at=utcnow(), current_command=None)
+            return STOPPED
+        if outcome.exit_code != 0:
+            why = "timed out" if outcome.timed_out else f"exit code {outcome.exit_code}"
+            error = f"step {step.name!r} failed ({why}): {outcome.stderr_tail}".strip()
+            return _fail(job, index, error, outcome.exit_code)
+    job.update_step(index, status=FINISHED, finished_at=utcnow(), exit_code=0)
+    job.update_run(steps_done=index + 1)
+    return None
+
+
+def _fail(job: _Execution, index: int, error: str, exit_code: int | None = None) -> str:
+    """A step failed, and with it the run."""
+    job.update_step(index, status=FAILED, finished_at=utcnow(), exit_code=exit_code)
+    values: dict[str, Any] = {"status": FAILED, "finished_at": utcnow(), "error": error}
+    if exit_code is not None:
+        values["exit_code"] = exit_code
+    job.update_run(**values)
+    return FAILED
 
 
 def _over_quota(settings: Settings, owner: str) -> str | None:
