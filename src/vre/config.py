@@ -305,6 +305,12 @@ class Settings(BaseSettings):
         description="Bytes of a step's private /tmp in its sandbox (memory, not disk);"
         " its workspace holds what is bigger.",
     )
+    step_processes: int = Field(
+        4096,
+        ge=0,
+        description="Processes the step user may have at once (RLIMIT_NPROC, counted over"
+        " every process of that user on the host): a fork bomb stops there; 0 means no limit.",
+    )
     step_user: str = Field(
         "nobody",
         description="The unprivileged user (NAME, UID or UID:GID) steps run as when the"

@@ -99,3 +99,18 @@ def test_a_missing_bubblewrap_is_a_clear_error(tmp_path: Path) -> None:
     env = runner.StepEnvironment(tmp_path, {}, {}, tmp_path / "private")
     with pytest.raises(Invalid, match=r"bubblewrap \(bwrap\) is not installed"):
         runner.for_settings(Settings(sandbox_executable="/nonexistent/bwrap"), env)
+
+
+def test_a_step_s_processes_and_files_are_bounded(tmp_path: Path) -> None:
+    ws = workspace.create(tmp_path / "home", "alice", "bomb.1")
+    env = runner.StepEnvironment(ws, {"HOME": str(ws)}, {}, tmp_path / "private")
+    settings = Settings(home=tmp_path / "home", step_processes=64, workspace_quota=100_000)
+    steps_in = runner.for_settings(settings, env)
+    log = tmp_path / "log"
+    command = "ulimit -u; ulimit -f; head -c 1000000 /dev/zero > big"
+    outcome = steps_in.run(
+        command, log=log, timeout=30, should_stop=lambda: False, hidden=[], name="x"
+    )
+    assert outcome.exit_code != 0  # the file stopped at the limit
+    assert log.read_text().splitlines()[1:3] == ["64", str(100_000 // 1024)]  # KiB
+    assert (ws / "big").stat().st_size <= 100_000

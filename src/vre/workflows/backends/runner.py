@@ -148,6 +148,8 @@ class SandboxRunner(_Runner):
             read_only,
             user,
             settings.sandbox_tmp_size,
+            settings.step_processes,
+            settings.workspace_quota,
         )
         self.env = _host_environment(environment)
 

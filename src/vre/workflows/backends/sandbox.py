@@ -100,6 +100,8 @@ class Sandbox:
     read_only: list[Path]  # staged inputs' targets and the file secrets' directory
     user: StepUser | None
     tmp_size: int = 256 * 1024 * 1024  # its /tmp is memory: bounded (VRE_SANDBOX_TMP_SIZE)
+    processes: int = 0  # RLIMIT_NPROC (VRE_STEP_PROCESSES): a fork bomb ends there
+    file_size: int = 0  # RLIMIT_FSIZE: no single file past the workspace quota
 
     def argv(self, command: str) -> list[str]:
         argv = [self.bwrap, "--die-with-parent", "--new-session"]
@@ -123,6 +125,10 @@ class Sandbox:
         for path, ro in binds:
             argv += ["--ro-bind" if ro else "--bind", str(path), str(path)]
         argv += ["--chdir", str(self.workspace)]
+        limits = [f"--nproc={self.processes}"] if self.processes else []
+        limits += [f"--fsize={self.file_size}"] if self.file_size else []
+        if limits:  # set before the user changes, kept by everything the step starts
+            argv += ["prlimit", *limits, "--"]
         if self.user is not None:
             argv += [
                 "setpriv",
