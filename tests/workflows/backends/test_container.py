@@ -24,7 +24,7 @@ from vre.identity.models import Account
 from vre.lake import rses, scopes, upload
 from vre.workflows import run_logs, runs, secrets
 from vre.workflows.backends import runner
-from vre.workflows.backends.container import input_binds
+from vre.workflows.backends.container import image_reference, input_binds
 from vre.workflows.models import FAILED, FINISHED, STOPPED, Run, RunStep
 
 
@@ -334,3 +334,32 @@ def test_a_multi_line_secret_variable_is_refused_in_containers(  # type: ignore[
     """Refused when it is added (a container's environment cannot take it), not at each run."""
     with transaction(sessions) as session, pytest.raises(Invalid, match="--file"):
         secrets.add(session, alice, "PEM", "line one\nline two")
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "docker-archive:/srv/vre/workspaces/bob/up.1/evil.tar",
+        "oci-archive:evil.tar",
+        "containers-storage:localhost/vre-test/bash:1",
+        "dir:/tmp",
+        "docker://busybox",
+        "--help",
+        "bash:5 --privileged",
+    ],
+)
+def test_only_registry_references_are_taken_as_images(image: str) -> None:
+    """Another transport would make podman, as the worker, read a path a user chose and
+    retag the image store every account's steps run from."""
+    with pytest.raises(Invalid, match="is not an image reference"):
+        image_reference(image)
+
+
+def test_registry_references_are_taken_as_they_are() -> None:
+    for image in (
+        "bash",
+        "localhost/vre-test/bash:1",
+        "localhost:5000/a/b:c",
+        "docker.io/x@sha256:" + "0" * 64,
+    ):
+        assert image_reference(image) == image

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vre.config import Settings
-from vre.errors import Invalid
+from vre.errors import Invalid, shown
 from vre.workflows.backends.sandbox import StepUser, step_user
 
 
@@ -72,13 +72,21 @@ class Podman:
         )
 
     def image_id(self, image: str) -> str:
-        """The store's ID for ``image``, pulling it if it is not there yet."""
+        """The store's ID for ``image``, pulling it if it is not there yet.
+
+        ``image`` is a user's: only a plain registry reference is taken, and a pull always
+        names the registry transport. Any other transport (``docker-archive:PATH``,
+        ``oci:``, ``dir:``, ``containers-storage:``) would make podman, as the worker, read
+        a path the user chose and retag the store every account's steps run from."""
+        image = image_reference(image)
         if image in self._images:
             return self._images[image]
-        found = self._podman("image", "inspect", "--format", "{{.Id}}", image)
+        found = self._podman("image", "inspect", "--format", "{{.Id}}", "--", image)
         if found.returncode != 0:
             try:
-                pulled = self._podman("pull", "--quiet", image, timeout=self.pull_timeout)
+                pulled = self._podman(
+                    "pull", "--quiet", "--", f"docker://{image}", timeout=self.pull_timeout
+                )
             except subprocess.TimeoutExpired:
                 raise ImageUnavailable(
                     f"environment image {image!r}: pulling it took over {self.pull_timeout:.0f} s"
@@ -90,7 +98,7 @@ class Podman:
                     f" pulled ({why}); an operator can add it with 'podman load' or"
                     " 'podman import'"
                 )
-            found = self._podman("image", "inspect", "--format", "{{.Id}}", image)
+            found = self._podman("image", "inspect", "--format", "{{.Id}}", "--", image)
             if found.returncode != 0:
                 raise ImageUnavailable(f"environment image {image!r} vanished after its pull")
         ident = found.stdout.strip().splitlines()[0]
@@ -154,6 +162,31 @@ class Podman:
         """Make sure a stopped or timed-out command's container is gone."""
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
             self._podman("rm", "--force", "--ignore", "--time", "0", name)
+
+
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+_NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REFERENCE = re.compile(
+    rf"(?:{_HOST}/)?{_NAME}(?:/{_NAME})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[0-9a-f]{64})?"
+)
+# podman's transports, which read local paths or other stores rather than a registry
+TRANSPORTS = re.compile(
+    r"^(docker|docker-archive|docker-daemon|oci|oci-archive|dir|containers-storage|ostree|sif|tarball):",
+    re.IGNORECASE,
+)
+
+
+def image_reference(image: str) -> str:
+    """A step's ``environment`` as a registry reference, or ``Invalid``."""
+    text = image.strip()
+    if len(text) > 255 or TRANSPORTS.match(text) or not REFERENCE.fullmatch(text):
+        raise ImageUnavailable(
+            f"environment image {shown(text)} is not an image reference: name it as"
+            " [REGISTRY/]NAME[:TAG][@sha256:DIGEST] (local archives and other transports"
+            " are not taken; an operator loads images with 'podman load')"
+        )
+    return text
 
 
 DEPLOYMENT, WORKER = "vre.deployment", "vre.worker"  # labels on every step container
