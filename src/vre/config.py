@@ -308,13 +308,19 @@ class Settings(BaseSettings):
     step_processes: int = Field(
         4096,
         ge=0,
-        description="Processes the step user may have at once (RLIMIT_NPROC, counted over"
-        " every process of that user on the host): a fork bomb stops there; 0 means no limit.",
+        description="Processes a run's step user may have at once (RLIMIT_NPROC, counted"
+        " per user: each run has its own, see VRE_STEP_UIDS): a fork bomb stops there;"
+        " 0 means no limit.",
     )
     step_user: str = Field(
-        "nobody",
-        description="The unprivileged user (NAME, UID or UID:GID) steps run as when the"
-        " worker runs as root, in the sandbox and in containers.",
+        "",
+        description="One unprivileged user (NAME, UID or UID:GID) every step runs as when"
+        " the worker runs as root; empty gives each run a user of its own from VRE_STEP_UIDS.",
+    )
+    step_uids: str = Field(
+        "200000-299999",
+        description="User ids (FIRST-LAST, used by nothing else on the host) runs' steps"
+        " take one each when the worker runs as root and VRE_STEP_USER is empty.",
     )
 
     # --- steps in containers ----------------------------------------------------------

@@ -114,3 +114,12 @@ def test_a_step_s_processes_and_files_are_bounded(tmp_path: Path) -> None:
     assert outcome.exit_code != 0  # the file stopped at the limit
     assert log.read_text().splitlines()[1:3] == ["64", str(100_000 // 1024)]  # KiB
     assert (ws / "big").stat().st_size <= 100_000
+
+
+def test_each_run_has_a_step_user_of_its_own() -> None:
+    """Limits counted per user (processes) and file modes then part runs from each other."""
+    first, second = (sandbox.step_user("", "200000-200009", run) for run in (3, 4))
+    assert first == sandbox.StepUser(200003, 200003) and second == sandbox.StepUser(200004, 200004)
+    assert sandbox.step_user("nobody", "200000-200009", 3) == sandbox.StepUser.parse("nobody")
+    with pytest.raises(Invalid, match="VRE_STEP_UIDS"):
+        sandbox.step_user("", "0-10", 1)

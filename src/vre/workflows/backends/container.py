@@ -59,7 +59,7 @@ class Podman:
             shlex.split(settings.container_options),
             settings.image_pull_timeout,
             settings.podman_timeout,
-            step_user(settings.step_user),
+            step_user(settings.step_user, settings.step_uids),
         )
 
     def _podman(self, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:

@@ -70,6 +70,7 @@ class StepEnvironment:
     private: Path  # the directory holding file secrets, outside the workspace
     links: list[tuple[str, str, bool]] = field(default_factory=list)  # stage-in links
     worker: str = ""  # the worker executing the run (labels its containers)
+    run_id: int = 0  # picks the run's own step user
 
 
 @dataclass
@@ -133,7 +134,7 @@ class SandboxRunner(_Runner):
 
     def __init__(self, environment: StepEnvironment, settings: Settings) -> None:
         super().__init__(environment)
-        user = sandbox.step_user(settings.step_user)
+        user = sandbox.step_user(settings.step_user, settings.step_uids, environment.run_id)
         # Each staged file on its own: the step's user reads files (stored 0444), and the
         # directories above them on the RSE are the operator's to open or not.
         read_only = sorted({Path(target) for _, target, _ in environment.links})
@@ -270,6 +271,7 @@ def for_settings(settings: Settings, environment: StepEnvironment) -> Runner:
             " to 'podman' or leave it empty to run steps on the host"
         )
     podman = Podman.from_settings(settings)
+    podman.user = sandbox.step_user(settings.step_user, settings.step_uids, environment.run_id)
     labels = {DEPLOYMENT: deployment(settings), WORKER: environment.worker}
     return ContainerRunner(environment, podman, labels)
 

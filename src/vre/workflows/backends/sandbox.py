@@ -75,9 +75,24 @@ class StepUser:
         return cls(uid, gid)
 
 
-def step_user(text: str) -> StepUser | None:
-    """Who steps run as: the configured user when the worker is root, else the worker."""
-    return StepUser.parse(text) if os.geteuid() == 0 else None
+def step_user(text: str, uids: str = "", run_id: int = 0) -> StepUser | None:
+    """Who a run's steps are when the worker is root: the configured user, else a user of
+    their own from the ``uids`` range (``FIRST-LAST``), one per run, so that no limit
+    counted per user (processes) and no file mode lets one run's steps touch another's.
+    ``None`` when the worker is not root (its own user, mapped into a user namespace)."""
+    if os.geteuid() != 0:
+        return None
+    if text.strip():
+        return StepUser.parse(text)
+    first, _, last = uids.partition("-")
+    try:
+        low, high = int(first), int(last)
+    except ValueError:
+        raise Invalid(f"VRE_STEP_UIDS {uids!r} is not a range FIRST-LAST of user ids") from None
+    if not 0 < low <= high:
+        raise Invalid(f"VRE_STEP_UIDS {uids!r} is not a range FIRST-LAST of user ids")
+    uid = low + run_id % (high - low + 1)
+    return StepUser(uid, uid)
 
 
 def executable(configured: str) -> str:

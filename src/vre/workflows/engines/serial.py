@@ -172,7 +172,7 @@ def execute(sessions: sessionmaker[Session], run_id: int, settings: Settings) ->
     try:
         with leases.held(sessions, held, [run_id]) as job.heart:
             environment = _environment(plan.ws, plan.label, secrets, private)
-            environment.worker = plan.worker
+            environment.worker, environment.run_id = plan.worker, run_id
             status = _steps(job, plan, environment, hidden)
         with transaction(sessions) as session:
             held.release(session, [run_id])
