@@ -92,3 +92,26 @@ def test_a_forged_forwarded_address_does_not_escape_throttling(server: str, tmp_
         for i in range(6)
     ]
     assert answers[:3] == [401, 401, 401] and set(answers[3:]) == {429}
+
+
+def test_connections_still_sending_headers_never_take_every_slot(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Many addresses could each stay under the per-address cap: beyond half of
+    VRE_MAX_CONNECTIONS the oldest half-open connection goes, finished requests are served."""
+    home = tmp_path_factory.mktemp("half-open") / "home"
+    home.mkdir()
+    limits = {"VRE_HEADER_TIMEOUT": "60", "VRE_MAX_CONNECTIONS": "40"}
+    process, url = start_server(home, settings=limits)
+    try:
+        bearer = {"Authorization": f"Bearer {token(url)}"}
+        held = dribbling(url, 60)
+        try:
+            answers = [httpx.get(f"{url}/api/v1/whoami", headers=bearer) for _ in range(5)]
+            assert [a.status_code for a in answers] == [200] * 5
+            assert sum(closed_by_server(sock, 0.2) for sock in held) >= 20  # the oldest went
+        finally:
+            for sock in held:
+                sock.close()
+    finally:
+        stop_server(process)

@@ -4,7 +4,8 @@
 headers are complete: a client that dribbles its headers (or opens connections and sends
 nothing) would hold a socket and a file descriptor for ever. Here every connection must
 complete its request headers within ``VRE_HEADER_TIMEOUT`` of opening (and of its previous
-response), connections are capped in total (``VRE_MAX_CONNECTIONS``, 503 beyond) and per
+response), at most half of ``VRE_MAX_CONNECTIONS`` may still be sending headers (the
+oldest such is closed beyond), connections are capped in total (503 beyond) and per
 client address (``VRE_MAX_CONNECTIONS_PER_ADDRESS``, closed at once beyond: one client
 cannot take the total), and the process may open as many descriptors as its hard limit
 allows.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import resource
 from typing import Any
 
@@ -31,27 +33,36 @@ class HeaderTimeout(HttpToolsProtocol):
 
     header_timeout = 10.0
     per_address = 256
+    waiting_budget = 500
     open_by_address: dict[str, int]  # per server process, set on each configured subclass
+    waiting: dict[HeaderTimeout, None]  # connections still sending headers, oldest first
     _deadline: asyncio.TimerHandle | None = None
     _counted: str | None = None
 
     def _arm(self) -> None:
+        """Start the header clock; beyond the budget of connections still sending headers
+        the oldest of them is closed, so they never take the slots finished requests
+        need (many addresses could each stay under the per-address cap)."""
         self._disarm()
         self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
+        self.waiting[self] = None
+        while len(self.waiting) > self.waiting_budget:
+            next(iter(self.waiting))._too_slow()
 
     def _disarm(self) -> None:
+        self.waiting.pop(self, None)
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
     def _too_slow(self) -> None:
-        self._deadline = None
+        self._disarm()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        address = self.client[0] if self.client else ""
+        address = _group(self.client[0]) if self.client else ""
         held = self.open_by_address.get(address, 0)
         if held >= self.per_address:
             transport.close()
@@ -81,11 +92,23 @@ class HeaderTimeout(HttpToolsProtocol):
         super().connection_lost(exc)
 
 
+def _group(address: str) -> str:
+    """The unit the per-address cap counts: an IPv4 address, an IPv6 /64 (one host may
+    hold a whole /64)."""
+    if ":" not in address:
+        return address
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return address
+
+
 def _protocol(settings: Settings) -> type[HeaderTimeout]:
     limits = {
         "header_timeout": settings.header_timeout,
         "per_address": settings.max_connections_per_address,
+        "waiting_budget": max(1, (settings.max_connections or 2000) // 2),
         "open_by_address": {},
+        "waiting": {},
     }
     return type("VREHttp", (HeaderTimeout,), limits)
 
